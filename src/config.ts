@@ -1,0 +1,94 @@
+// Server configuration: one zod schema, parsed once at start-up from the environment (and CLI flags, which win).
+// Each field says its environment variable and default. Nothing else in the code reads process.env for settings.
+import { availableParallelism, homedir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+const isRoot = process.getuid?.() === 0;
+const defaultDataDir = isRoot ? '/var/lib/workcell' : join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local/share'), 'workcell');
+const defaultImageDir = isRoot ? '/var/lib/workcell/images' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'workcell/images');
+const defaultRunDir = isRoot ? '/run/workcell' : join(process.env.XDG_RUNTIME_DIR ?? `/tmp/workcell-${process.getuid?.() ?? 0}`, 'workcell');
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const boolean = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no']).transform((v) => ['1', 'true', 'yes'].includes(v))]);
+
+export const runtimeNames = ['bwrap'] as const;
+export type RuntimeName = (typeof runtimeNames)[number];
+
+export const configSchema = z.object({
+  dataDir: z.string().min(1).default(defaultDataDir).describe('WORKCELL_DATA_DIR: workcell.db and jobs/<id>/ live here'),
+  host: z.string().min(1).default('127.0.0.1').describe('WORKCELL_HOST: address the API listens on (loopback by default)'),
+  port: integer(0, 65535).default(8080).describe('WORKCELL_PORT: API port'),
+  publicUrl: z.url().optional().describe('WORKCELL_PUBLIC_URL: base URL for download links; default: from the request'),
+  concurrency: integer(1, 1024).default(availableParallelism()).describe('WORKCELL_CONCURRENCY: jobs run at once (default: cores)'),
+  model: z.string().min(1).optional().describe('WORKCELL_MODEL: provider:model, e.g. anthropic:claude-sonnet-4-5, openai:gpt-5, openai-compatible:llama3, script:/path.json'),
+  openaiCompatibleBaseUrl: z.url().optional().describe('WORKCELL_OPENAI_COMPATIBLE_BASE_URL: e.g. http://127.0.0.1:11434/v1'),
+  openaiCompatibleApiKey: z.string().optional().describe('WORKCELL_OPENAI_COMPATIBLE_API_KEY: optional key for that server'),
+  modelStream: boolean.default(true).describe('WORKCELL_MODEL_STREAM: stream model responses (true) or not'),
+  modelMaxRetries: integer(0, 20).default(4).describe('WORKCELL_MODEL_MAX_RETRIES: retries on 429/5xx/network errors'),
+  modelRetryBaseMs: integer(1, 600_000).default(1000).describe('WORKCELL_MODEL_RETRY_BASE_MS: first backoff delay, doubled each retry'),
+  scriptDir: z.string().optional().describe('WORKCELL_SCRIPT_DIR: folder from which jobs may pick script: models (unset: jobs may not)'),
+  runtime: z.enum(['auto', ...runtimeNames]).default('auto').describe('WORKCELL_RUNTIME: default sandbox runtime'),
+  imageDir: z.string().min(1).default(defaultImageDir).describe('WORKCELL_IMAGE_DIR: built rootfs images and the sandboxd bundle'),
+  runDir: z.string().min(1).default(defaultRunDir).describe('WORKCELL_RUN_DIR: sandbox sockets (short path: unix sockets allow 107 bytes)'),
+  sandboxUser: z.string().min(1).default('workcell-sandbox').describe('WORKCELL_SANDBOX_USER: unprivileged host user sandboxes run as when the server runs as root'),
+  debianMirror: z.url().default('http://deb.debian.org/debian').describe('WORKCELL_DEBIAN_MIRROR: mirror for building the rootfs'),
+  wallTimeS: integer(1, 7 * 24 * 3600).default(3600).describe('WORKCELL_WALL_TIME_S: default wall-clock limit per job'),
+  maxSteps: integer(1, 100_000).default(200).describe('WORKCELL_MAX_STEPS: default model turns per job'),
+  maxBodyBytes: integer(1024, 1 << 30).default(1 << 20).describe('WORKCELL_MAX_BODY_BYTES: largest request body'),
+  leaseMs: integer(1000, 3_600_000).default(30_000).describe('WORKCELL_LEASE_MS: a worker that misses heartbeats this long loses its job'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('WORKCELL_LOG_LEVEL'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+const envNames: Record<keyof Config, string> = {
+  dataDir: 'WORKCELL_DATA_DIR',
+  host: 'WORKCELL_HOST',
+  port: 'WORKCELL_PORT',
+  publicUrl: 'WORKCELL_PUBLIC_URL',
+  concurrency: 'WORKCELL_CONCURRENCY',
+  model: 'WORKCELL_MODEL',
+  openaiCompatibleBaseUrl: 'WORKCELL_OPENAI_COMPATIBLE_BASE_URL',
+  openaiCompatibleApiKey: 'WORKCELL_OPENAI_COMPATIBLE_API_KEY',
+  modelStream: 'WORKCELL_MODEL_STREAM',
+  modelMaxRetries: 'WORKCELL_MODEL_MAX_RETRIES',
+  modelRetryBaseMs: 'WORKCELL_MODEL_RETRY_BASE_MS',
+  scriptDir: 'WORKCELL_SCRIPT_DIR',
+  runtime: 'WORKCELL_RUNTIME',
+  imageDir: 'WORKCELL_IMAGE_DIR',
+  runDir: 'WORKCELL_RUN_DIR',
+  sandboxUser: 'WORKCELL_SANDBOX_USER',
+  debianMirror: 'WORKCELL_DEBIAN_MIRROR',
+  wallTimeS: 'WORKCELL_WALL_TIME_S',
+  maxSteps: 'WORKCELL_MAX_STEPS',
+  maxBodyBytes: 'WORKCELL_MAX_BODY_BYTES',
+  leaseMs: 'WORKCELL_LEASE_MS',
+  logLevel: 'WORKCELL_LOG_LEVEL',
+};
+
+/** Parses the configuration from an environment and explicit overrides (CLI flags). Throws with every bad field. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const raw: Record<string, unknown> = {};
+  for (const [key, name] of Object.entries(envNames)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  for (const [key, value] of Object.entries(overrides)) if (value !== undefined) raw[key] = value;
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = issue.path[0] as keyof Config | undefined;
+      return `${key === undefined ? '' : `${envNames[key]}: `}${issue.message}`;
+    });
+    throw new Error(`invalid configuration: ${problems.join('; ')}`);
+  }
+  return parsed.data;
+}
+
+export function describeConfig(): Array<{ env: string; description: string }> {
+  return Object.entries(configSchema.shape).map(([key, schema]) => ({
+    env: envNames[key as keyof Config],
+    description: (schema.description ?? '').replace(/^[A-Z_]+: /, ''),
+  }));
+}

@@ -1,0 +1,98 @@
+// A job's event log: every step (status change, model turn, tool call, tool result, ...) in order, persisted in the
+// job's context.db and announced on an in-process bus so that SSE followers see it at once. The log is append-only;
+// `seq` is the SSE event id, so `Last-Event-ID` resumes exactly where a client left off.
+import { EventEmitter } from 'node:events';
+import Database from 'better-sqlite3';
+
+export const eventTypes = [
+  'job-status',
+  'sandbox-ready',
+  'user-message',
+  'model-turn',
+  'model-retry',
+  'tool-call',
+  'tool-result',
+  'log',
+] as const;
+export type JobEventType = (typeof eventTypes)[number];
+
+export interface JobEvent {
+  seq: number;
+  job_id: string;
+  type: JobEventType;
+  /** The model turn this event belongs to (0 before the first turn). */
+  step: number;
+  time: string;
+  data: Record<string, unknown>;
+}
+
+/** What the agent loop and the worker need to record events. */
+export interface EventSink {
+  append(type: JobEventType, step: number, data: Record<string, unknown>): JobEvent;
+}
+
+const bus = new EventEmitter();
+bus.setMaxListeners(0);
+
+/** Called with each new event of the job; returns an unsubscribe function. */
+export function onJobEvent(jobId: string, listener: (event: JobEvent) => void): () => void {
+  bus.on(jobId, listener);
+  return () => bus.off(jobId, listener);
+}
+
+const migrations = [
+  `CREATE TABLE events (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     type TEXT NOT NULL,
+     step INTEGER NOT NULL,
+     time TEXT NOT NULL,
+     data TEXT NOT NULL
+   )`,
+];
+
+export class EventLog implements EventSink {
+  readonly jobId: string;
+  readonly #db: Database.Database;
+  readonly #insert: Database.Statement<[string, number, string, string]>;
+  readonly #after: Database.Statement<[number, number], { seq: number; type: JobEventType; step: number; time: string; data: string }>;
+
+  constructor(jobId: string, dbPath: string, options: { readonly?: boolean } = {}) {
+    this.jobId = jobId;
+    this.#db = new Database(dbPath, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
+    this.#db.pragma('busy_timeout = 5000');
+    if (!options.readonly) {
+      this.#db.pragma('journal_mode = WAL');
+      migrate(this.#db, migrations);
+    }
+    this.#insert = this.#db.prepare('INSERT INTO events (type, step, time, data) VALUES (?, ?, ?, ?) RETURNING seq');
+    this.#after = this.#db.prepare('SELECT seq, type, step, time, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?');
+  }
+
+  append(type: JobEventType, step: number, data: Record<string, unknown>): JobEvent {
+    const time = new Date().toISOString();
+    const row = this.#insert.get(type, step, time, JSON.stringify(data)) as { seq: number };
+    const event: JobEvent = { seq: row.seq, job_id: this.jobId, type, step, time, data };
+    bus.emit(this.jobId, event);
+    return event;
+  }
+
+  /** Events with seq greater than `afterSeq`, oldest first. */
+  list(afterSeq = 0, limit = 1000): JobEvent[] {
+    return this.#after.all(afterSeq, limit).map((row) => ({ ...row, job_id: this.jobId, data: JSON.parse(row.data) as Record<string, unknown> }));
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+/** Applies numbered migrations once each, tracked by PRAGMA user_version. */
+export function migrate(db: Database.Database, steps: readonly string[]): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > steps.length) throw new Error(`database schema version ${current} is newer than this workcell (${steps.length}): upgrade workcell`);
+  const apply = db.transaction(() => {
+    for (let version = current; version < steps.length; version++) db.exec(steps[version]!);
+    db.pragma(`user_version = ${steps.length}`);
+  });
+  apply();
+}

@@ -1,0 +1,106 @@
+// The worker's client for sandboxd: JSON over HTTP on a unix socket (bwrap) or a TCP address (later runtimes).
+// A sandboxd error (4xx/5xx with `{error: {code, message}}`) becomes a SandboxdError carrying that code, so the
+// tool layer can tell the model exactly what was wrong; a transport failure becomes a SandboxdError 'unreachable'.
+import { Agent, request } from 'node:http';
+import { routes, errorResponse, type RouteName, type RouteRequest, type RouteResponse, type SandboxdErrorCode } from '../sandboxd/protocol.ts';
+
+export class SandboxdError extends Error {
+  readonly code: SandboxdErrorCode | 'unreachable' | 'bad_response';
+  constructor(code: SandboxdError['code'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SandboxdError';
+    this.code = code;
+  }
+}
+
+export type SandboxdAddress = { socketPath: string } | { host: string; port: number };
+
+/** Largest response body accepted from sandboxd (file contents and shell output are capped below this). */
+const maxResponseBytes = 64 * 1024 * 1024;
+
+export class SandboxdClient {
+  readonly #address: SandboxdAddress;
+  readonly #token: string;
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 16 });
+
+  constructor(address: SandboxdAddress, token: string) {
+    this.#address = address;
+    this.#token = token;
+  }
+
+  async call<R extends RouteName>(route: R, body: RouteRequest<R>, options: { signal?: AbortSignal } = {}): Promise<RouteResponse<R>> {
+    const { path, response } = routes[route];
+    const { status, json } = await this.#post(path, body, options.signal);
+    if (status >= 400) {
+      const parsed = errorResponse.safeParse(json);
+      if (parsed.success) throw new SandboxdError(parsed.data.error.code, parsed.data.error.message);
+      throw new SandboxdError('bad_response', `sandboxd answered ${status} without an error body`);
+    }
+    const parsed = response.safeParse(json);
+    if (!parsed.success) throw new SandboxdError('bad_response', `sandboxd answered ${path} with an unexpected body: ${parsed.error.message}`);
+    return parsed.data as RouteResponse<R>;
+  }
+
+  /** GET /v1/health: true when sandboxd answers and accepts our token. */
+  async healthy(signal?: AbortSignal): Promise<boolean> {
+    try {
+      const { status } = await this.#send('GET', '/v1/health', undefined, signal);
+      return status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  #post(path: string, body: unknown, signal: AbortSignal | undefined) {
+    return this.#send('POST', path, JSON.stringify(body), signal);
+  }
+
+  #send(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<{ status: number; json: unknown }> {
+    return new Promise((resolve, reject) => {
+      const target = 'socketPath' in this.#address ? { socketPath: this.#address.socketPath } : { host: this.#address.host, port: this.#address.port };
+      const req = request(
+        {
+          ...target,
+          agent: this.#agent,
+          method,
+          path,
+          signal,
+          headers: {
+            authorization: `Bearer ${this.#token}`,
+            ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > maxResponseBytes) {
+              res.destroy(new SandboxdError('bad_response', `sandboxd response exceeded ${maxResponseBytes} bytes`));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          res.on('error', (error) => reject(error instanceof SandboxdError ? error : new SandboxdError('unreachable', `sandboxd connection failed: ${error.message}`, { cause: error })));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            try {
+              resolve({ status: res.statusCode ?? 0, json: text === '' ? undefined : JSON.parse(text) });
+            } catch (error) {
+              reject(new SandboxdError('bad_response', `sandboxd answered ${res.statusCode} with invalid JSON`, { cause: error }));
+            }
+          });
+        },
+      );
+      req.on('error', (error) => {
+        if (signal?.aborted) reject(signal.reason instanceof Error ? signal.reason : error);
+        else reject(new SandboxdError('unreachable', `cannot reach sandboxd: ${error.message}`, { cause: error }));
+      });
+      req.end(body);
+    });
+  }
+}
