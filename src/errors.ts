@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'conflict'
   | 'payload_too_large'
   | 'unsupported_media_type'
+  | 'range_not_satisfiable'
   | 'unauthorized'
   | 'runtime_unavailable'
   | 'sandbox_failed'
@@ -20,6 +21,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  range_not_satisfiable: 416,
   unauthorized: 401,
   runtime_unavailable: 503,
   sandbox_failed: 500,

@@ -1,0 +1,105 @@
+// POST /schedule, GET /status/:id, GET /jobs, GET /jobs/:id, POST /jobs/:id/cancel.
+import type { FastifyRequest } from 'fastify';
+import { invalidRequest, notFound } from '../../errors.ts';
+import type { Job } from '../../jobs/job-store.ts';
+import { isJobId } from '../../util/ids.ts';
+import type { ApiContext, ZodApp } from '../server.ts';
+import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, problem, scheduleRequest, scheduleResponse, statusResponse } from '../schemas.ts';
+
+const problems = { 400: problem, 404: problem, 409: problem, 413: problem, 415: problem };
+
+/** Unknown and malformed ids are both "no such job". */
+export function requireJob(context: ApiContext, id: string): Job {
+  if (!isJobId(id)) throw notFound(`no job with id ${JSON.stringify(id)}: job ids look like job_01h...`);
+  return context.jobs.get(id);
+}
+
+export function baseUrl(context: ApiContext, request: FastifyRequest): string {
+  return (context.config.publicUrl ?? `${request.protocol}://${request.host}`).replace(/\/$/, '');
+}
+
+function statusView(job: Job, base: string) {
+  return {
+    job_id: job.id,
+    status: job.status,
+    created_at: job.created_at,
+    ...(job.started_at ? { started_at: job.started_at } : {}),
+    ...(job.finished_at ? { finished_at: job.finished_at } : {}),
+    ...(job.error ? { error: job.error } : {}),
+    ...(job.status === 'complete' ? { download_url: `${base}/jobs/${job.id}/artifacts.zip` } : {}),
+  };
+}
+
+export function detailView(context: ApiContext, job: Job, base: string) {
+  const ended = job.status === 'complete' || job.status === 'error' || job.status === 'cancelled';
+  return {
+    ...statusView(job, base),
+    task: job.task,
+    model: job.model_used ?? job.model ?? context.config.model ?? null,
+    runtime: job.runtime,
+    runtime_used: job.runtime_used,
+    isolation: job.isolation,
+    limits: job.limits,
+    metadata: job.metadata,
+    summary: job.summary,
+    usage: { steps: job.steps, input_tokens: job.input_tokens, output_tokens: job.output_tokens },
+    attempts: job.attempts,
+    ...(ended && context.jobs.hasArtifacts(job.id) ? { artifacts_url: `${base}/jobs/${job.id}/artifacts.zip` } : {}),
+    events_url: `${base}/jobs/${job.id}/events`,
+  };
+}
+
+export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
+  // The task may arrive as text/plain; turn it into the JSON shape before validation so one schema covers both.
+  app.post(
+    '/schedule',
+    {
+      schema: {
+        summary: 'Schedule a job',
+        description: 'Send the task as text/plain, or as JSON with options. Answers 202 with the job id; Idempotency-Key is honoured.',
+        consumes: ['application/json', 'text/plain'],
+        body: scheduleRequest,
+        response: { 200: scheduleResponse, 202: scheduleResponse, ...problems },
+      },
+      preValidation: async (request) => {
+        if (typeof request.body === 'string') request.body = { task: request.body };
+        else if (request.body === undefined || request.body === null) throw invalidRequest('the body is empty: send the task as text/plain or JSON {"task": "..."}');
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers['idempotency-key'];
+      if (Array.isArray(key) || (key !== undefined && (key.length === 0 || key.length > 200))) throw invalidRequest('Idempotency-Key must be one value of 1 to 200 characters');
+      const { job, created } = await context.jobs.schedule(request.body, key);
+      return reply
+        .code(created ? 202 : 200)
+        .header('location', `/jobs/${job.id}`)
+        .send({ job_id: job.id });
+    },
+  );
+
+  app.get('/status/:id', { schema: { summary: 'Job status', params: jobIdParams, response: { 200: statusResponse, 404: problem } } }, async (request) =>
+    statusView(requireJob(context, request.params.id), baseUrl(context, request)),
+  );
+
+  app.get('/jobs', { schema: { summary: 'List jobs, newest first', querystring: listQuery, response: { 200: listResponse, 400: problem } } }, async (request) => {
+    const { status, limit, cursor } = request.query;
+    if (cursor !== undefined && !isJobId(cursor)) throw invalidRequest('cursor must be the next_cursor of a previous page');
+    const { jobs, nextCursor } = context.jobs.store.list({ status, limit, cursor });
+    const base = baseUrl(context, request);
+    return { jobs: jobs.map((job) => detailView(context, job, base)), next_cursor: nextCursor };
+  });
+
+  app.get('/jobs/:id', { schema: { summary: 'Job detail', params: jobIdParams, response: { 200: jobDetail, 404: problem } } }, async (request) =>
+    detailView(context, requireJob(context, request.params.id), baseUrl(context, request)),
+  );
+
+  app.post(
+    '/jobs/:id/cancel',
+    { schema: { summary: 'Cancel a job', description: 'Stops the agent and the sandbox; the workspace so far is still zipped.', params: jobIdParams, response: { 202: cancelResponse, 404: problem, 409: problem } } },
+    async (request, reply) => {
+      const job = requireJob(context, request.params.id);
+      const after = await context.jobs.cancel(job.id);
+      return reply.code(202).send({ job_id: after.id, status: after.status });
+    },
+  );
+}

@@ -1,0 +1,184 @@
+// The API against a real store and job directories, without a worker: jobs stay pending unless cancelled.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../config.ts';
+import { JobService } from '../jobs/job-service.ts';
+import { JobStore } from '../jobs/job-store.ts';
+import { buildServer } from './server.ts';
+
+let dir: string;
+let store: JobStore;
+let jobs: JobService;
+let app: FastifyInstance;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'workcell-api-'));
+  const config = loadConfig({}, { dataDir: dir, maxBodyBytes: 1 << 20 });
+  const logger = pino({ level: 'silent' });
+  store = new JobStore(dir);
+  jobs = new JobService({ config, store, logger });
+  app = await buildServer({ config, jobs, logger });
+});
+afterEach(async () => {
+  await app.close();
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const schedule = (payload: unknown, headers: Record<string, string> = {}) =>
+  app.inject({ method: 'POST', url: '/schedule', payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': typeof payload === 'string' ? 'text/plain' : 'application/json', ...headers } });
+
+function expectProblem(response: { statusCode: number; headers: Record<string, unknown>; json(): unknown }, status: number, detail: RegExp) {
+  expect(response.statusCode).toBe(status);
+  expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
+  const body = response.json() as { type: string; status: number; detail: string };
+  expect(body.status).toBe(status);
+  expect(body.type).toMatch(/^urn:workcell:problem:/);
+  expect(body.detail).toMatch(detail);
+  expect(JSON.stringify(body)).not.toMatch(/at .*\.ts:\d+/); // no stack traces
+  return body;
+}
+
+describe('POST /schedule', () => {
+  it('accepts a text/plain task: 202, job id, Location, job directory with input.txt', async () => {
+    const response = await schedule('Build me a todo app in React');
+    expect(response.statusCode).toBe(202);
+    const { job_id } = response.json<{ job_id: string }>();
+    expect(job_id).toMatch(/^job_[0-9a-z]{26}$/);
+    expect(response.headers.location).toBe(`/jobs/${job_id}`);
+    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe('Build me a todo app in React');
+    expect(existsSync(join(dir, 'jobs', job_id, 'workspace'))).toBe(true);
+    const status = await app.inject(`/status/${job_id}`);
+    expect(status.json()).toEqual({ job_id, status: 'pending', created_at: expect.any(String) });
+  });
+
+  it('accepts JSON with options and applies defaults to unset limits', async () => {
+    const response = await schedule({ task: 'x', runtime: 'bwrap', limits: { max_steps: 7 }, metadata: { team: 'a' } });
+    expect(response.statusCode).toBe(202);
+    const detail = (await app.inject(`/jobs/${response.json<{ job_id: string }>().job_id}`)).json<Record<string, unknown>>();
+    expect(detail).toMatchObject({ task: 'x', runtime: 'bwrap', limits: { max_steps: 7, wall_time_s: 3600 }, metadata: { team: 'a' }, status: 'pending' });
+  });
+
+  it('honours Idempotency-Key', async () => {
+    const first = await schedule('same', { 'idempotency-key': 'abc' });
+    const second = await schedule('same', { 'idempotency-key': 'abc' });
+    expect(first.statusCode).toBe(202);
+    expect(second.statusCode).toBe(200);
+    expect(second.json()).toEqual(first.json());
+    expect(store.list({ limit: 10 }).jobs).toHaveLength(1);
+  });
+
+  it.each([
+    ['an empty text task', ''],
+    ['a blank text task', '   \n\t '],
+    ['an empty JSON task', { task: '' }],
+    ['a blank JSON task', { task: '  ' }],
+  ])('refuses %s', async (_name, payload) => {
+    expectProblem(await schedule(payload), 400, /empty/);
+    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+  });
+
+  it('refuses a missing task, unknown fields, a bad runtime, a bad model and bad limits with the field named', async () => {
+    expectProblem(await schedule({}), 400, /task/);
+    expectProblem(await schedule({ task: 'x', tsak: 'typo' }), 400, /tsak/);
+    expectProblem(await schedule({ task: 'x', runtime: 'vmware' }), 400, /runtime/);
+    expectProblem(await schedule({ task: 'x', model: 'gpt' }), 400, /provider:model/);
+    expectProblem(await schedule({ task: 'x', limits: { max_steps: -1 } }), 400, /max_steps/);
+    expectProblem(await schedule({ task: 'x', limits: { wall_time_s: 'soon' } }), 400, /wall_time_s/);
+    expectProblem(await schedule([1, 2]), 400, /./);
+    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+  });
+
+  it('refuses malformed JSON, a wrong content type and a 10 MiB body', async () => {
+    const malformed = await app.inject({ method: 'POST', url: '/schedule', payload: '{"task": "x"', headers: { 'content-type': 'application/json' } });
+    expectProblem(malformed, 400, /JSON/);
+    const xml = await app.inject({ method: 'POST', url: '/schedule', payload: '<task/>', headers: { 'content-type': 'application/xml' } });
+    expectProblem(xml, 415, /Content-Type/);
+    const huge = await schedule('x'.repeat(10 * 1024 * 1024));
+    expectProblem(huge, 413, /too large/);
+    const hugeJson = await schedule({ task: 'x'.repeat(10 * 1024 * 1024) });
+    expectProblem(hugeJson, 413, /too large/);
+    expectProblem(await app.inject({ method: 'POST', url: '/schedule' }), 400, /empty/);
+    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+  });
+
+  it('stores hostile text verbatim and never interprets it', async () => {
+    const task = "$(rm -rf /); `id`; ../../etc/passwd\u0000 <script>alert(1)</script> '\"";
+    const { job_id } = (await schedule({ task })).json<{ job_id: string }>();
+    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe(task);
+    expect((await app.inject(`/jobs/${job_id}`)).json<{ task: string }>().task).toBe(task);
+  });
+});
+
+describe('job routes', () => {
+  it.each(['/status/', '/jobs/', '/jobs/ID/events', '/jobs/ID/artifacts.zip'])('404s unknown and malformed ids on %s', async (route) => {
+    for (const id of ['job_00000000000000000000000000', '..%2F..%2Fetc%2Fpasswd', 'nope']) {
+      const url = route.includes('ID') ? route.replace('ID', id) : `${route}${id}`;
+      expectProblem(await app.inject(url), 404, /no job/);
+    }
+    expectProblem(await app.inject({ method: 'POST', url: '/jobs/job_00000000000000000000000000/cancel' }), 404, /no job/);
+  });
+
+  it('cancels a pending job at once, zips its workspace, and refuses a second cancel', async () => {
+    const { job_id } = (await schedule('x')).json<{ job_id: string }>();
+    expect((await app.inject(`/jobs/${job_id}/artifacts.zip`)).statusCode).toBe(409);
+    const cancel = await app.inject({ method: 'POST', url: `/jobs/${job_id}/cancel` });
+    expect(cancel.statusCode).toBe(202);
+    expect(cancel.json()).toEqual({ job_id, status: 'cancelled' });
+    expectProblem(await app.inject({ method: 'POST', url: `/jobs/${job_id}/cancel` }), 409, /already ended/);
+    const detail = (await app.inject(`/jobs/${job_id}`)).json<{ artifacts_url?: string; download_url?: string }>();
+    expect(detail.artifacts_url).toBe(`http://localhost:80/jobs/${job_id}/artifacts.zip`);
+    expect(detail.download_url).toBeUndefined(); // only complete jobs have a download_url in /status
+    const zip = await app.inject(`/jobs/${job_id}/artifacts.zip`);
+    expect(zip.statusCode).toBe(200);
+    expect(zip.headers['content-type']).toBe('application/zip');
+    expect(zip.rawPayload.subarray(0, 4).toString('hex')).toBe('504b0506'); // an empty zip: end-of-central-directory
+    const range = await app.inject({ url: `/jobs/${job_id}/artifacts.zip`, headers: { range: 'bytes=0-1' } });
+    expect(range.statusCode).toBe(206);
+    expect(range.headers['content-range']).toBe(`bytes 0-1/${zip.rawPayload.length}`);
+    expect(range.rawPayload.toString('hex')).toBe('504b');
+    expectProblem(await app.inject({ url: `/jobs/${job_id}/artifacts.zip`, headers: { range: 'bytes=999999-' } }), 416, /range/);
+  });
+
+  it('lists newest first with a cursor and a status filter; refuses bad queries', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await schedule(`t${i}`)).json<{ job_id: string }>().job_id);
+    const page = (await app.inject('/jobs?limit=2')).json<{ jobs: Array<{ job_id: string }>; next_cursor: string }>();
+    expect(page.jobs.map((j) => j.job_id)).toEqual([ids[2], ids[1]]);
+    const rest = (await app.inject(`/jobs?limit=2&cursor=${page.next_cursor}`)).json<{ jobs: Array<{ job_id: string }>; next_cursor: null }>();
+    expect(rest).toMatchObject({ jobs: [{ job_id: ids[0] }], next_cursor: null });
+    expect((await app.inject('/jobs?status=complete')).json()).toEqual({ jobs: [], next_cursor: null });
+    expectProblem(await app.inject('/jobs?status=done'), 400, /status/);
+    expectProblem(await app.inject('/jobs?limit=0'), 400, /limit/);
+    expectProblem(await app.inject('/jobs?cursor=../../x'), 400, /cursor/);
+  });
+
+  it('streams events as SSE, resumable with Last-Event-ID', async () => {
+    const { job_id } = (await schedule('x')).json<{ job_id: string }>();
+    await app.inject({ method: 'POST', url: `/jobs/${job_id}/cancel` });
+    const all = await app.inject(`/jobs/${job_id}/events`);
+    expect(all.headers['content-type']).toMatch(/^text\/event-stream/);
+    const ids = [...all.body.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    const types = [...all.body.matchAll(/^event: (.+)$/gm)].map((m) => m[1]);
+    expect(types).toEqual(['job-status', 'job-status']);
+    expect(all.body).toContain('"status":"cancelled"');
+    const resumed = await app.inject({ url: `/jobs/${job_id}/events`, headers: { 'last-event-id': String(ids[0]) } });
+    expect([...resumed.body.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]))).toEqual([ids[1]]);
+    expectProblem(await app.inject({ url: `/jobs/${job_id}/events`, headers: { 'last-event-id': 'abc' } }), 400, /Last-Event-ID/);
+  });
+});
+
+describe('service routes', () => {
+  it('answers /healthz, /openapi.json, and 404 problems for unknown routes', async () => {
+    expect((await app.inject('/healthz')).json()).toEqual({ ok: true, version: expect.any(String) });
+    const doc = (await app.inject('/openapi.json')).json<{ openapi: string; paths: Record<string, unknown> }>();
+    expect(doc.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/schedule', '/status/{id}', '/jobs', '/jobs/{id}', '/jobs/{id}/cancel', '/jobs/{id}/events', '/jobs/{id}/artifacts.zip', '/healthz']));
+    expectProblem(await app.inject('/nope'), 404, /no route GET \/nope/);
+    expectProblem(await app.inject({ method: 'DELETE', url: '/schedule' }), 404, /no route/);
+  });
+});

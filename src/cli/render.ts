@@ -1,0 +1,37 @@
+// A readable live view of a job's events for the terminal: one line per step, tool output abbreviated.
+import type { ServerEvent } from './client.ts';
+
+const clip = (text: string, max: number) => {
+  const oneLine = text.replace(/\s+/g, ' ').trim();
+  return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+};
+
+export function renderEvent(event: ServerEvent['data'], color = process.stdout.isTTY): string | undefined {
+  const dim = (s: string) => (color ? `\x1b[2m${s}\x1b[0m` : s);
+  const bold = (s: string) => (color ? `\x1b[1m${s}\x1b[0m` : s);
+  const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);
+  const time = dim(event.time.slice(11, 19));
+  const d = event.data;
+  switch (event.type) {
+    case 'job-status':
+      return `${time} ${bold(`job ${String(d.status)}`)}${d.error ? red(`: ${String(d.error)}`) : ''}${d.summary ? `\n${String(d.summary)}` : ''}`;
+    case 'sandbox-ready':
+      return `${time} sandbox ready: ${String(d.isolation ?? d.runtime)}`;
+    case 'user-message':
+      return `${time} task: ${clip(String(d.text ?? d.content ?? ''), 200)}`;
+    case 'model-turn':
+      return d.text ? `${time} ${bold(`step ${event.step}`)} ${clip(String(d.text), 300)}` : `${time} ${bold(`step ${event.step}`)}`;
+    case 'model-retry':
+      return `${time} ${red(`model call failed, retry ${String(d.attempt)} in ${String(d.delay_ms)} ms: ${clip(String(d.error), 200)}`)}`;
+    case 'tool-call':
+      return `${time}   ▸ ${String(d.name)} ${clip(JSON.stringify(d.args ?? {}), 200)}`;
+    case 'tool-result': {
+      const output = clip(String(d.output ?? ''), 200);
+      return `${time}   ◂ ${d.is_error ? red(output || 'error') : dim(output)}`;
+    }
+    case 'log':
+      return `${time} ${dim(String(d.message ?? JSON.stringify(d)))}`;
+    default:
+      return undefined;
+  }
+}

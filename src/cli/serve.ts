@@ -1,0 +1,95 @@
+// `workcell serve`: the orchestrator (API) with an in-process worker (scheduler + job runner), on SQLite.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildServer } from '../api/server.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { JobService } from '../jobs/job-service.ts';
+import { JobStore } from '../jobs/job-store.ts';
+import { createJobRunner } from '../jobs/run-job.ts';
+import { Scheduler } from '../jobs/scheduler.ts';
+import { createRuntimes } from '../runtimes/index.ts';
+import { createLogger } from '../util/logger.ts';
+import { validateModelSpec } from '../agent/models/index.ts';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+
+export interface App {
+  config: Config;
+  server: FastifyInstance;
+  jobs: JobService;
+  scheduler: Scheduler;
+  /** The API's base URL once listening. */
+  url: string;
+  close(): Promise<void>;
+}
+
+const loopback = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** Builds and starts everything; `listen: false` builds the API without opening a port (tests use inject()). */
+export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
+  if (!loopback.has(config.host)) {
+    throw new Error(`refusing to listen on ${config.host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); put a reverse proxy with authentication in front of it`);
+  }
+  const store = new JobStore(config.dataDir);
+  const jobs = new JobService({ config, store, logger, validateModel: (spec) => validateModelSpec(spec, config) });
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const runtimes = createRuntimes(config, logger);
+  const scheduler = new Scheduler({
+    store,
+    workerId,
+    concurrency: config.concurrency,
+    leaseMs: config.leaseMs,
+    logger: logger.child({ workerId }),
+    run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
+    onExpired: (job) => jobs.endJob(job, job.locked_by, { status: 'error', error: 'the worker running this job stopped (lease expired)' }),
+  });
+  jobs.attachScheduler(scheduler);
+  const server = await buildServer({ config, jobs, logger });
+  let url = '';
+  if (options.listen ?? true) {
+    url = await server.listen({ host: config.host, port: config.port });
+  } else {
+    await server.ready();
+  }
+  scheduler.start();
+  return {
+    config,
+    server,
+    jobs,
+    scheduler,
+    url,
+    async close() {
+      await server.close();
+      await scheduler.stop();
+      store.close();
+    },
+  };
+}
+
+export async function serve(flags: Partial<Pick<Config, 'port' | 'host' | 'dataDir' | 'concurrency'>>): Promise<void> {
+  const config = loadConfig(process.env, flags);
+  const logger = createLogger(config.logLevel);
+  const app = await startApp(config, logger);
+  logger.info({ url: app.url, dataDir: config.dataDir, concurrency: config.concurrency, model: config.model ?? null }, 'workcell is listening');
+  process.stderr.write(`workcell listening on ${app.url}\n`);
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, 'shutting down');
+    app.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+}
+
+/** The OpenAPI document, generated from the route schemas without starting anything. */
+export async function openApiDocument(): Promise<unknown> {
+  const config = loadConfig({}, { dataDir: '/nonexistent' });
+  const server = await buildServer({ config, jobs: undefined as never, logger: createLogger('silent') });
+  await server.ready();
+  return server.swagger();
+}

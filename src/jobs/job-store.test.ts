@@ -1,0 +1,92 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { newJobId } from '../util/ids.ts';
+import { JobStore, type NewJob } from './job-store.ts';
+
+const limits = { wall_time_s: 60, max_steps: 10 };
+const newJob = (fields: Omit<NewJob, 'id'>, id = newJobId()): NewJob => ({ id, ...fields });
+let dir: string;
+let store: JobStore;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'workcell-store-'));
+  store = new JobStore(dir);
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('JobStore', () => {
+  it('creates pending jobs and honours idempotency keys', () => {
+    const first = store.create(newJob({ task: 'a', runtime: 'auto', limits, idempotencyKey: 'k1' }));
+    const again = store.create(newJob({ task: 'different', runtime: 'auto', limits, idempotencyKey: 'k1' }));
+    expect(first.created).toBe(true);
+    expect(again.created).toBe(false);
+    expect(again.job.id).toBe(first.job.id);
+    expect(store.get(first.job.id)).toMatchObject({ status: 'pending', task: 'a', limits, attempts: 0 });
+  });
+
+  it('claims the oldest pending job once, with a lease', () => {
+    const a = store.create(newJob({ task: 'a', runtime: 'auto', limits }, newJobId(1000)), new Date(1000)).job;
+    const b = store.create(newJob({ task: 'b', runtime: 'auto', limits }, newJobId(2000)), new Date(2000)).job;
+    expect(store.claim('w1', 1000)?.id).toBe(a.id);
+    expect(store.claim('w2', 1000)?.id).toBe(b.id);
+    expect(store.claim('w3', 1000)).toBeUndefined();
+    expect(store.get(a.id)).toMatchObject({ status: 'running', locked_by: 'w1', attempts: 1 });
+  });
+
+  it('heartbeats only for the holder and reports cancel requests', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    store.claim('w1', 1000);
+    expect(store.heartbeat(job.id, 'w2', 1000).held).toBe(false);
+    expect(store.heartbeat(job.id, 'w1', 1000)).toEqual({ held: true, cancelRequested: false });
+    expect(store.requestCancel(job.id)).toBe('requested');
+    expect(store.heartbeat(job.id, 'w1', 1000)).toEqual({ held: true, cancelRequested: true });
+  });
+
+  it('cancels a pending job at once and refuses to cancel a finished one', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    expect(store.requestCancel(job.id)).toBe('cancelled');
+    expect(store.get(job.id)?.status).toBe('cancelled');
+    expect(store.requestCancel(job.id)).toBe('already-finished');
+    expect(store.claim('w1', 1000)).toBeUndefined();
+  });
+
+  it('finishes only jobs the worker holds, once', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    store.claim('w1', 1000);
+    expect(store.finish(job.id, 'w2', { status: 'complete' })).toBe(false);
+    expect(store.finish(job.id, 'w1', { status: 'complete', summary: 'done' })).toBe(true);
+    expect(store.finish(job.id, 'w1', { status: 'error' })).toBe(false);
+    expect(store.get(job.id)).toMatchObject({ status: 'complete', summary: 'done', locked_by: null });
+  });
+
+  it('finds expired leases', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    store.claim('w1', 1000, 0);
+    expect(store.expiredLeases(500)).toEqual([]);
+    expect(store.expiredLeases(1500).map((j) => j.id)).toEqual([job.id]);
+  });
+
+  it('pages newest first with a cursor and filters by status', () => {
+    const ids = [1, 2, 3, 4, 5].map((n) => store.create(newJob({ task: `t${n}`, runtime: 'auto', limits }, newJobId(n * 1000)), new Date(n * 1000)).job.id);
+    const page1 = store.list({ limit: 2 });
+    expect(page1.jobs.map((j) => j.id)).toEqual([ids[4], ids[3]]);
+    const page2 = store.list({ limit: 2, cursor: page1.nextCursor! });
+    expect(page2.jobs.map((j) => j.id)).toEqual([ids[2], ids[1]]);
+    const page3 = store.list({ limit: 2, cursor: page2.nextCursor! });
+    expect(page3).toEqual({ jobs: [expect.objectContaining({ id: ids[0] })], nextCursor: null });
+    store.requestCancel(ids[0]!);
+    expect(store.list({ limit: 10, status: 'cancelled' }).jobs.map((j) => j.id)).toEqual([ids[0]]);
+  });
+
+  it('survives reopening (migrations are applied once)', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    store.close();
+    store = new JobStore(dir);
+    expect(store.get(job.id)?.task).toBe('a');
+  });
+});

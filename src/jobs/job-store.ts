@@ -1,0 +1,217 @@
+// The job store: one SQLite database (<data-dir>/workcell.db) holding every job's row. Claiming is done in SQL
+// with a lease (`locked_by`, `lease_expires_at`) renewed by heartbeat, so several workers (or a crashed one) never
+// run the same job twice. This is the only module that writes job rows.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { migrate } from './event-log.ts';
+
+export const jobStatuses = ['pending', 'running', 'complete', 'error', 'cancelled'] as const;
+export type JobStatus = (typeof jobStatuses)[number];
+export const finishedStatuses: readonly JobStatus[] = ['complete', 'error', 'cancelled'];
+
+export interface JobLimits {
+  wall_time_s: number;
+  max_steps: number;
+}
+
+export interface Job {
+  id: string;
+  status: JobStatus;
+  task: string;
+  /** The model the client asked for; null means the server's default at run time. */
+  model: string | null;
+  /** The runtime the client asked for (`auto` or a name). */
+  runtime: string;
+  limits: JobLimits;
+  metadata: Record<string, string>;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  error: string | null;
+  summary: string | null;
+  /** What the job actually got. */
+  runtime_used: string | null;
+  isolation: string | null;
+  model_used: string | null;
+  steps: number;
+  input_tokens: number;
+  output_tokens: number;
+  attempts: number;
+  cancel_requested: boolean;
+  locked_by: string | null;
+}
+
+interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested'> {
+  limits: string;
+  metadata: string;
+  cancel_requested: number;
+  lease_expires_at: number | null;
+  idempotency_key: string | null;
+}
+
+const migrations = [
+  `CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'complete', 'error', 'cancelled')),
+     task TEXT NOT NULL,
+     model TEXT,
+     runtime TEXT NOT NULL,
+     limits TEXT NOT NULL,
+     metadata TEXT NOT NULL DEFAULT '{}',
+     idempotency_key TEXT UNIQUE,
+     created_at TEXT NOT NULL,
+     started_at TEXT,
+     finished_at TEXT,
+     error TEXT,
+     summary TEXT,
+     runtime_used TEXT,
+     isolation TEXT,
+     model_used TEXT,
+     steps INTEGER NOT NULL DEFAULT 0,
+     input_tokens INTEGER NOT NULL DEFAULT 0,
+     output_tokens INTEGER NOT NULL DEFAULT 0,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     cancel_requested INTEGER NOT NULL DEFAULT 0,
+     locked_by TEXT,
+     lease_expires_at INTEGER
+   )`,
+  `CREATE INDEX jobs_by_status ON jobs (status, id)`,
+];
+
+export interface NewJob {
+  id: string;
+  task: string;
+  model?: string | undefined;
+  runtime: string;
+  limits: JobLimits;
+  metadata?: Record<string, string> | undefined;
+  idempotencyKey?: string | undefined;
+}
+
+export type CancelResult = 'cancelled' | 'requested' | 'already-finished';
+
+export class JobStore {
+  readonly #db: Database.Database;
+
+  constructor(dataDir: string) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+    this.#db = new Database(join(dataDir, 'workcell.db'));
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('busy_timeout = 5000');
+    this.#db.pragma('synchronous = NORMAL');
+    migrate(this.#db, migrations);
+  }
+
+  /** Inserts a pending job, or returns the existing one when the idempotency key was used before. */
+  create(input: NewJob, now = new Date()): { job: Job; created: boolean } {
+    return this.#db.transaction(() => {
+      if (input.idempotencyKey !== undefined) {
+        const existing = this.findByIdempotencyKey(input.idempotencyKey);
+        if (existing) return { job: existing, created: false };
+      }
+      const id = input.id;
+      this.#db
+        .prepare(
+          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at)
+           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(id, input.task, input.model ?? null, input.runtime, JSON.stringify(input.limits), JSON.stringify(input.metadata ?? {}), input.idempotencyKey ?? null, now.toISOString());
+      return { job: this.get(id)!, created: true };
+    })();
+  }
+
+  findByIdempotencyKey(key: string): Job | undefined {
+    const row = this.#db.prepare('SELECT * FROM jobs WHERE idempotency_key = ?').get(key) as JobRow | undefined;
+    return row && toJob(row);
+  }
+
+  get(id: string): Job | undefined {
+    const row = this.#db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+    return row && toJob(row);
+  }
+
+  /** Newest first; `cursor` is the last id of the previous page. */
+  list(options: { status?: JobStatus | undefined; limit: number; cursor?: string | undefined }): { jobs: Job[]; nextCursor: string | null } {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (options.status) (where.push('status = ?'), params.push(options.status));
+    if (options.cursor) (where.push('id < ?'), params.push(options.cursor));
+    const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    const rows = this.#db.prepare(sql).all(...params, options.limit + 1) as JobRow[];
+    const jobs = rows.slice(0, options.limit).map(toJob);
+    return { jobs, nextCursor: rows.length > options.limit ? jobs.at(-1)!.id : null };
+  }
+
+  /** Atomically takes the oldest pending job for `workerId`, marking it running with a lease. */
+  claim(workerId: string, leaseMs: number, now = Date.now()): Job | undefined {
+    const row = this.#db
+      .prepare(
+        `UPDATE jobs SET status = 'running', locked_by = ?, lease_expires_at = ?, attempts = attempts + 1,
+           started_at = COALESCE(started_at, ?)
+         WHERE id = (SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1)
+         RETURNING *`,
+      )
+      .get(workerId, now + leaseMs, new Date(now).toISOString()) as JobRow | undefined;
+    return row && toJob(row);
+  }
+
+  /** Extends the lease; returns whether the worker still holds the job and whether a cancel was requested. */
+  heartbeat(id: string, workerId: string, leaseMs: number, now = Date.now()): { held: boolean; cancelRequested: boolean } {
+    const row = this.#db
+      .prepare(`UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND locked_by = ? AND status = 'running' RETURNING cancel_requested`)
+      .get(now + leaseMs, id, workerId) as { cancel_requested: number } | undefined;
+    return { held: row !== undefined, cancelRequested: row?.cancel_requested === 1 };
+  }
+
+  /** Records what the job actually runs on and its progress. */
+  update(id: string, fields: Partial<Pick<Job, 'runtime_used' | 'isolation' | 'model_used' | 'steps' | 'input_tokens' | 'output_tokens'>>): void {
+    const keys = Object.keys(fields) as Array<keyof typeof fields>;
+    if (keys.length === 0) return;
+    this.#db.prepare(`UPDATE jobs SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...fields, id });
+  }
+
+  /** Ends a job the worker holds (or any unclaimed job when workerId is null). No-op if it already ended. */
+  finish(id: string, workerId: string | null, outcome: { status: 'complete' | 'error' | 'cancelled'; error?: string | undefined; summary?: string | undefined }, now = new Date()): boolean {
+    const result = this.#db
+      .prepare(
+        `UPDATE jobs SET status = ?, error = ?, summary = ?, finished_at = ?, locked_by = NULL, lease_expires_at = NULL
+         WHERE id = ? AND status IN ('pending', 'running') AND (locked_by IS ? OR ? IS NULL)`,
+      )
+      .run(outcome.status, outcome.error ?? null, outcome.summary ?? null, now.toISOString(), id, workerId, workerId);
+    return result.changes === 1;
+  }
+
+  /** A pending job is cancelled at once; a running one is flagged for its worker, which stops it at its next heartbeat. */
+  requestCancel(id: string, now = new Date()): CancelResult {
+    return this.#db.transaction((): CancelResult => {
+      const job = this.get(id);
+      if (!job || finishedStatuses.includes(job.status)) return 'already-finished';
+      if (job.status === 'pending') {
+        this.#db.prepare(`UPDATE jobs SET status = 'cancelled', error = 'cancelled before it started', finished_at = ? WHERE id = ?`).run(now.toISOString(), id);
+        return 'cancelled';
+      }
+      this.#db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
+      return 'requested';
+    })();
+  }
+
+  /** Running jobs whose worker stopped renewing its lease. */
+  expiredLeases(now = Date.now()): Job[] {
+    return (this.#db.prepare(`SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ?`).all(now) as JobRow[]).map(toJob);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
+
+function toJob(row: JobRow): Job {
+  const { lease_expires_at: _lease, idempotency_key: _key, ...rest } = row;
+  return {
+    ...rest,
+    limits: JSON.parse(row.limits) as JobLimits,
+    metadata: JSON.parse(row.metadata) as Record<string, string>,
+    cancel_requested: row.cancel_requested === 1,
+  };
+}
