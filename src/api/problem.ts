@@ -28,9 +28,9 @@ const titles: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-export const problemType = (code: ErrorCode | string) => `urn:workcell:problem:${code}`;
+export const problemType = (code: ErrorCode) => `urn:workcell:problem:${code}`;
 
-export function problem(status: number, code: string, detail: string, extra: Partial<Problem> = {}): Problem {
+export function problem(status: number, code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {
   return { type: problemType(code), title: titles[status] ?? 'Error', status, detail, ...extra };
 }
 

@@ -22,9 +22,10 @@ export interface ApiContext {
 export type ZodApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
 
 export async function buildServer(context: ApiContext): Promise<FastifyInstance> {
+  // Per-request lines are noise at info; the API logs warnings and errors.
+  const loggerInstance: FastifyBaseLogger = context.logger.child({ component: 'api' }, { level: context.logger.isLevelEnabled('debug') ? 'debug' : 'warn' });
   const app = Fastify({
-    // Per-request lines are noise at info; the API logs warnings and errors.
-    loggerInstance: context.logger.child({ component: 'api' }, { level: context.logger.isLevelEnabled('debug') ? 'debug' : 'warn' }) as FastifyBaseLogger,
+    loggerInstance,
     bodyLimit: context.config.maxBodyBytes,
     return503OnClosing: true,
   });

@@ -34,7 +34,7 @@ export class WorkcellClient {
   /** Streams the job's events; resolves when the server ends the stream (the job ended) or the signal aborts. */
   async *events(jobId: string, options: { follow: boolean; after?: number; signal?: AbortSignal }): AsyncGenerator<ServerEvent> {
     const query = new URLSearchParams({ follow: String(options.follow), ...(options.after ? { after: String(options.after) } : {}) });
-    const response = await this.#fetch(`/jobs/${encodeURIComponent(jobId)}/events?${query}`, { headers: { accept: 'text/event-stream' }, ...(options.signal ? { signal: options.signal } : {}) });
+    const response = await this.#fetch(`/jobs/${encodeURIComponent(jobId)}/events?${query.toString()}`, { headers: { accept: 'text/event-stream' }, ...(options.signal ? { signal: options.signal } : {}) });
     yield* parseSse(response.body!);
   }
 

@@ -6,6 +6,7 @@ import { createWriteStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { version } from '../version.ts';
 import { ClientError, WorkcellClient } from './client.ts';
 import { renderEvent } from './render.ts';
@@ -102,7 +103,7 @@ program
   .option('--limit <n>', 'how many', positiveInt, 20)
   .action(async (options: { url: string; status?: string; limit: number }) => {
     const query = new URLSearchParams({ limit: String(options.limit), ...(options.status ? { status: options.status } : {}) });
-    const { jobs } = await client(options).json<{ jobs: Array<JobDetail & { created_at: string; task: string }> }>('GET', `/jobs?${query}`);
+    const { jobs } = await client(options).json<{ jobs: Array<JobDetail & { created_at: string; task: string }> }>('GET', `/jobs?${query.toString()}`);
     for (const job of jobs) console.log(`${job.job_id}  ${job.status.padEnd(9)}  ${job.created_at}  ${job.task.replace(/\s+/g, ' ').slice(0, 60)}`);
   });
 
@@ -177,7 +178,7 @@ async function follow(api: WorkcellClient, jobId: string, options = { follow: tr
 async function download(api: WorkcellClient, jobId: string, output = `${jobId}.zip`, extractTo?: string): Promise<void> {
   const response = await api.download(`/jobs/${jobId}/artifacts.zip`);
   const partial = `${output}.part`;
-  await pipeline(Readable.fromWeb(response.body as import('node:stream/web').ReadableStream), createWriteStream(partial));
+  await pipeline(Readable.fromWeb(response.body as WebReadableStream), createWriteStream(partial));
   await rename(partial, output);
   process.stderr.write(`saved ${output}\n`);
   if (extractTo) {

@@ -12,25 +12,26 @@ export function renderEvent(event: ServerEvent['data'], color = process.stdout.i
   const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);
   const time = dim(event.time.slice(11, 19));
   const d = event.data;
+  const text = (value: unknown) => (typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value));
   switch (event.type) {
     case 'job-status':
-      return `${time} ${bold(`job ${String(d.status)}`)}${d.error ? red(`: ${String(d.error)}`) : ''}${d.summary ? `\n${String(d.summary)}` : ''}`;
+      return `${time} ${bold(`job ${text(d.status)}`)}${d.error ? red(`: ${text(d.error)}`) : ''}${d.summary ? `\n${text(d.summary)}` : ''}`;
     case 'sandbox-ready':
-      return `${time} sandbox ready: ${String(d.isolation ?? d.runtime)}`;
+      return `${time} sandbox ready: ${text(d.isolation ?? d.runtime)}`;
     case 'user-message':
-      return `${time} task: ${clip(String(d.text ?? d.content ?? ''), 200)}`;
+      return `${time} task: ${clip(text(d.text), 200)}`;
     case 'model-turn':
-      return d.text ? `${time} ${bold(`step ${event.step}`)} ${clip(String(d.text), 300)}` : `${time} ${bold(`step ${event.step}`)}`;
+      return d.text ? `${time} ${bold(`step ${event.step}`)} ${clip(text(d.text), 300)}` : `${time} ${bold(`step ${event.step}`)}`;
     case 'model-retry':
-      return `${time} ${red(`model call failed, retry ${String(d.attempt)} in ${String(d.delay_ms)} ms: ${clip(String(d.error), 200)}`)}`;
+      return `${time} ${red(`model call failed, retry ${text(d.attempt)} in ${text(d.delay_ms)} ms: ${clip(text(d.error), 200)}`)}`;
     case 'tool-call':
-      return `${time}   ▸ ${String(d.name)} ${clip(JSON.stringify(d.args ?? {}), 200)}`;
+      return `${time}   ▸ ${text(d.name)} ${clip(JSON.stringify(d.args ?? {}), 200)}`;
     case 'tool-result': {
-      const output = clip(String(d.output ?? ''), 200);
+      const output = clip(text(d.output), 200);
       return `${time}   ◂ ${d.is_error ? red(output || 'error') : dim(output)}`;
     }
     case 'log':
-      return `${time} ${dim(String(d.message ?? JSON.stringify(d)))}`;
+      return `${time} ${dim(text(d.message ?? d))}`;
     default:
       return undefined;
   }

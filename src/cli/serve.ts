@@ -9,7 +9,7 @@ import { createJobRunner } from '../jobs/run-job.ts';
 import { Scheduler } from '../jobs/scheduler.ts';
 import { createRuntimes } from '../runtimes/index.ts';
 import { createLogger } from '../util/logger.ts';
-import { validateModelSpec } from '../agent/models/index.ts';
+import { resolveModel } from '../agent/models/resolve-model.ts';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 
@@ -31,7 +31,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     throw new Error(`refusing to listen on ${config.host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); put a reverse proxy with authentication in front of it`);
   }
   const store = new JobStore(config.dataDir);
-  const jobs = new JobService({ config, store, logger, validateModel: (spec) => validateModelSpec(spec, config) });
+  const jobs = new JobService({ config, store, logger, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);
   const scheduler = new Scheduler({

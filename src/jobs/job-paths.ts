@@ -1,7 +1,7 @@
 // The layout of a job's directory (DESIGN.md §3): jobs/<id>/{input.txt, workspace/, logs/, context.db,
 // output.zip}. Only this module knows the names.
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface JobPaths {
   root: string;
@@ -24,10 +24,15 @@ export function jobPaths(dataDir: string, jobId: string): JobPaths {
   };
 }
 
-/** Creates the job's directory with its task. The job root is traversable (the sandbox user must reach workspace/). */
+/**
+ * Creates the job's directory with its task. jobs/ and the job root are traversable but not listable (0711): the
+ * unprivileged sandbox user must reach workspace/ (which the runtime hands over to it) and nothing else.
+ */
 export async function createJobDir(paths: JobPaths, task: string): Promise<void> {
-  await mkdir(paths.logs, { recursive: true, mode: 0o700 });
-  await mkdir(paths.workspace, { recursive: true, mode: 0o700 });
-  await chmod(paths.root, 0o711);
+  await mkdir(dirname(paths.root), { recursive: true, mode: 0o711 });
+  await mkdir(paths.root, { mode: 0o711 });
+  await chmod(paths.root, 0o711); // mkdir's mode is filtered by the umask
+  await mkdir(paths.logs, { mode: 0o700 });
+  await mkdir(paths.workspace, { mode: 0o700 });
   await writeFile(paths.input, task, { mode: 0o600 });
 }

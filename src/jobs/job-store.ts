@@ -135,8 +135,14 @@ export class JobStore {
   list(options: { status?: JobStatus | undefined; limit: number; cursor?: string | undefined }): { jobs: Job[]; nextCursor: string | null } {
     const where: string[] = [];
     const params: unknown[] = [];
-    if (options.status) (where.push('status = ?'), params.push(options.status));
-    if (options.cursor) (where.push('id < ?'), params.push(options.cursor));
+    if (options.status) {
+      where.push('status = ?');
+      params.push(options.status);
+    }
+    if (options.cursor) {
+      where.push('id < ?');
+      params.push(options.cursor);
+    }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
     const rows = this.#db.prepare(sql).all(...params, options.limit + 1) as JobRow[];
     const jobs = rows.slice(0, options.limit).map(toJob);

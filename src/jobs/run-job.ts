@@ -3,7 +3,7 @@
 // recorded). Stops early on cancel, wall-time limit, shutdown or a lost lease (the AbortSignal's JobStop reason).
 import type { Logger } from 'pino';
 import { runAgent } from '../agent/loop.ts';
-import { resolveModel } from '../agent/models/index.ts';
+import { resolveModel } from '../agent/models/resolve-model.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, WorkcellError } from '../errors.ts';
 import { resolveRuntime, type Runtimes } from '../runtimes/index.ts';

@@ -15,7 +15,7 @@ export const shellExecResponse = z.object({
   timed_out: z.boolean(),
   /** Bytes of output dropped from the middle because the output exceeded sandboxd's buffer. */
   omitted_bytes: z.number().int(),
-  /** True when the session had to be restarted (after a timeout that Ctrl-C could not end): cwd and env reset. */
+  /** True when the session had to be restarted (after a timeout that Ctrl-C could not end, or because bash exited or died): cwd and env reset. */
   session_restarted: z.boolean(),
   duration_ms: z.number(),
 });
@@ -67,4 +67,10 @@ export type RouteRequest<R extends RouteName> = z.input<(typeof routes)[R]['requ
 export type RouteResponse<R extends RouteName> = z.infer<(typeof routes)[R]['response']>;
 
 /** The first line sandboxd prints on stdout once it listens. Nothing else goes to stdout. */
-export const readyLine = z.object({ ready: z.literal(true), pid: z.number().int(), version: z.string() });
+export const readyLine = z.object({
+  ready: z.literal(true),
+  pid: z.number().int(),
+  version: z.string(),
+  /** The TCP port sandboxd bound, when started with `--listen HOST:PORT` (useful with port 0); absent on a unix socket. */
+  port: z.number().int().optional(),
+});

@@ -1,0 +1,56 @@
+import { asSchema } from 'ai';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { modelTools, toolDefinitions, toolNames, toolSignature } from './definitions.ts';
+
+describe('tool definitions', () => {
+  it('are exactly the product tools, with these parameters', () => {
+    const shapes = Object.fromEntries(
+      toolNames.map((name) => {
+        const schema = z.toJSONSchema(toolDefinitions[name].inputSchema) as { properties: Record<string, unknown>; required?: string[] };
+        return [name, { properties: Object.keys(schema.properties).sort(), required: (schema.required ?? []).sort() }];
+      }),
+    );
+    expect(shapes).toEqual({
+      shell: { properties: ['command', 'timeout_ms'], required: ['command'] },
+      read_file: { properties: ['path'], required: ['path'] },
+      write_file: { properties: ['content', 'path'], required: ['content', 'path'] },
+      edit_file: { properties: ['new_string', 'old_string', 'path'], required: ['new_string', 'old_string', 'path'] },
+      list_files: { properties: ['path'], required: [] },
+      delete_file: { properties: ['path'], required: ['path'] },
+      finish: { properties: ['summary'], required: ['summary'] },
+    });
+  });
+
+  it('describe every tool and every field', () => {
+    for (const name of toolNames) {
+      const { description, inputSchema } = toolDefinitions[name];
+      expect(description.length, name).toBeGreaterThan(150);
+      const schema = z.toJSONSchema(inputSchema) as { properties: Record<string, { description?: string }>; additionalProperties?: boolean };
+      expect(schema.additionalProperties, name).toBe(false);
+      for (const [field, property] of Object.entries(schema.properties)) expect(property.description, `${name}.${field}`).toMatch(/\w{3,}/);
+    }
+    // The limits the model needs to know are stated.
+    expect(toolDefinitions.shell.description).toMatch(/timeout_ms/);
+    expect(toolDefinitions.shell.description).toMatch(/30000 characters/);
+    expect(toolDefinitions.edit_file.description).toMatch(/no_match/);
+    expect(toolDefinitions.edit_file.description).toMatch(/multiple_matches/);
+  });
+
+  it('convert to the JSON schema the SDK sends to providers, without execute', async () => {
+    const tools = modelTools();
+    expect(Object.keys(tools)).toEqual(toolNames);
+    for (const name of toolNames) {
+      const tool = tools[name]!;
+      expect('execute' in tool && tool.execute !== undefined).toBe(false);
+      const jsonSchema = await asSchema(tool.inputSchema).jsonSchema;
+      expect(jsonSchema).toMatchObject({ type: 'object' });
+      expect(JSON.parse(JSON.stringify(jsonSchema))).toEqual(jsonSchema);
+    }
+  });
+
+  it('render a one-line signature for error messages', () => {
+    expect(toolSignature('shell')).toBe('shell {command: string, timeout_ms?: integer}');
+    expect(toolSignature('edit_file')).toBe('edit_file {path: string, old_string: string, new_string: string}');
+  });
+});

@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest';
+import { SandboxdError } from '../../runtimes/sandboxd-client.ts';
+import { InMemorySandboxd } from '../testing/in-memory-sandboxd.ts';
+import { modelOutputMaxChars } from './definitions.ts';
+import { runTool, truncateMiddle, type SandboxdCaller } from './run-tool.ts';
+
+const signal = new AbortController().signal;
+
+describe('runTool', () => {
+  it('runs each tool through sandboxd and describes the result', async () => {
+    const sandbox = new InMemorySandboxd({ shell: (command) => ({ output: `out of ${command}\n`, exit_code: 3 }) });
+    const write = await runTool(sandbox, { name: 'write_file', input: { path: 'src/a.txt', content: 'one two' } }, { signal });
+    expect(write).toMatchObject({ isError: false, output: 'Created src/a.txt (7 bytes).' });
+    expect(write.durationMs).toBeGreaterThanOrEqual(0);
+    expect((await runTool(sandbox, { name: 'write_file', input: { path: 'src/a.txt', content: 'one two' } }, { signal })).output).toMatch(/^Overwrote/);
+    expect((await runTool(sandbox, { name: 'read_file', input: { path: 'src/a.txt' } }, { signal })).output).toBe('one two');
+    expect((await runTool(sandbox, { name: 'edit_file', input: { path: 'src/a.txt', old_string: 'two', new_string: '2' } }, { signal })).output).toMatch(/^Edited src\/a.txt/);
+    expect(sandbox.files.get('src/a.txt')).toBe('one 2');
+    expect((await runTool(sandbox, { name: 'list_files', input: {} }, { signal })).output).toBe('src/\nsrc/a.txt  (5 bytes)');
+    const shell = await runTool(sandbox, { name: 'shell', input: { command: 'make', timeout_ms: 5000 } }, { signal });
+    expect(shell).toMatchObject({ isError: false, output: 'exit code: 3\noutput:\nout of make\n' });
+    expect(sandbox.calls.at(-1)).toEqual({ route: 'shellExec', body: { command: 'make', timeout_ms: 5000 } });
+    expect((await runTool(sandbox, { name: 'delete_file', input: { path: 'src' } }, { signal })).output).toBe('Deleted directory src.');
+    expect(sandbox.files.size).toBe(0);
+  });
+
+  it('ends the job on a valid finish, without calling sandboxd', async () => {
+    const sandbox = new InMemorySandboxd();
+    const result = await runTool(sandbox, { name: 'finish', input: { summary: 'all done' } }, { signal });
+    expect(result).toMatchObject({ isError: false, finishSummary: 'all done' });
+    expect(sandbox.calls).toEqual([]);
+  });
+
+  it('answers an unknown tool with the list of tools', async () => {
+    const result = await runTool(new InMemorySandboxd(), { name: 'run_python', input: {} }, { signal });
+    expect(result.isError).toBe(true);
+    expect(result.output).toMatch(/Unknown tool "run_python"/);
+    expect(result.output).toMatch(/shell, read_file, write_file, edit_file, list_files, delete_file, finish/);
+  });
+
+  it('answers arguments that fail the schema with what to fix', async () => {
+    const sandbox = new InMemorySandboxd();
+    const result = await runTool(sandbox, { name: 'write_file', input: { path: 'a.txt', contents: 'x' } }, { signal });
+    expect(result.isError).toBe(true);
+    expect(result.output).toMatch(/Invalid arguments for write_file/);
+    expect(result.output).toMatch(/- content: /);
+    expect(result.output).toMatch(/contents/); // the unrecognized key is named
+    expect(result.output).toMatch(/Expected: write_file \{path: string, content: string\}/);
+    expect(sandbox.calls).toEqual([]);
+    const finish = await runTool(sandbox, { name: 'finish', input: {} }, { signal });
+    expect(finish.isError).toBe(true);
+    expect(finish.finishSummary).toBeUndefined();
+  });
+
+  it('answers arguments that are not JSON, and accepts JSON encoded twice', async () => {
+    const sandbox = new InMemorySandboxd();
+    const broken = await runTool(sandbox, { name: 'read_file', input: '{"path": ' }, { signal });
+    expect(broken.isError).toBe(true);
+    expect(broken.output).toMatch(/not valid JSON/);
+    expect(broken.output).toMatch(/Received: "\{\\"path\\": "/);
+    expect(broken.output).toMatch(/read_file \{path: string\}/);
+    const doubled = await runTool(sandbox, { name: 'write_file', input: JSON.stringify({ path: 'b', content: 'c' }) }, { signal });
+    expect(doubled.isError).toBe(false);
+    expect(sandbox.files.get('b')).toBe('c');
+  });
+
+  it('turns a sandboxd error into an error result with its code', async () => {
+    const sandbox = new InMemorySandboxd({ files: { 'a.txt': 'x x' } });
+    const missing = await runTool(sandbox, { name: 'read_file', input: { path: 'nope.txt' } }, { signal });
+    expect(missing).toMatchObject({ isError: true, output: 'read_file failed: not_found: nope.txt does not exist' });
+    const ambiguous = await runTool(sandbox, { name: 'edit_file', input: { path: 'a.txt', old_string: 'x', new_string: 'y' } }, { signal });
+    expect(ambiguous.output).toMatch(/^edit_file failed: multiple_matches: /);
+    const outside = await runTool(sandbox, { name: 'write_file', input: { path: '../etc/passwd', content: '' } }, { signal });
+    expect(outside.output).toMatch(/^write_file failed: path_outside_workspace: /);
+  });
+
+  it('turns any other exception into an error result', async () => {
+    const throwing: SandboxdCaller = {
+      call: () => Promise.reject(new TypeError('socket exploded')),
+    };
+    const result = await runTool(throwing, { name: 'shell', input: { command: 'ls' } }, { signal });
+    expect(result).toMatchObject({ isError: true, output: 'shell failed with an unexpected error: socket exploded' });
+    const unreachable: SandboxdCaller = { call: () => Promise.reject(new SandboxdError('unreachable', 'cannot reach sandboxd: ECONNREFUSED')) };
+    expect((await runTool(unreachable, { name: 'list_files', input: {} }, { signal })).output).toBe('list_files failed: unreachable: cannot reach sandboxd: ECONNREFUSED');
+  });
+
+  it('rejects with the abort reason when cancelled mid-call', async () => {
+    const controller = new AbortController();
+    const sandbox = new InMemorySandboxd({ shell: () => new Promise(() => {}) });
+    const running = runTool(sandbox, { name: 'shell', input: { command: 'sleep 1000' } }, { signal: controller.signal });
+    const reason = new Error('job cancelled');
+    setTimeout(() => controller.abort(reason), 10);
+    await expect(running).rejects.toBe(reason);
+  });
+
+  it('reports timeouts and restarts of the shell', async () => {
+    const caller: SandboxdCaller = {
+      call: async () => ({ output: 'partial', exit_code: null, timed_out: true, omitted_bytes: 10, session_restarted: true, duration_ms: 5 }) as never,
+    };
+    const result = await runTool(caller, { name: 'shell', input: { command: 'sleep 9', timeout_ms: 2000 } }, { signal });
+    expect(result.isError).toBe(false);
+    expect(result.output).toBe(
+      'exit code: none\ntimed out after 2000 ms: the command was interrupted with Ctrl-C.\n' +
+        'The shell session was restarted: the working directory and environment variables were reset.\n' +
+        "10 bytes were dropped from the middle of the output (sandboxd's buffer limit).\noutput:\npartial",
+    );
+  });
+
+  it('cuts long output for the model but returns it whole', async () => {
+    const long = Array.from({ length: 10_000 }, (_, index) => `line ${index}`).join('\n');
+    const sandbox = new InMemorySandboxd({ files: { 'big.txt': long } });
+    const result = await runTool(sandbox, { name: 'read_file', input: { path: 'big.txt' } }, { signal });
+    expect(result.output).toBe(long);
+    expect(result.omittedChars).toBe(long.length - modelOutputMaxChars);
+    expect(result.modelOutput.startsWith('line 0\nline 1\n')).toBe(true);
+    expect(result.modelOutput.endsWith('line 9998\nline 9999')).toBe(true);
+    expect(result.modelOutput).toMatch(new RegExp(`\\[\\.\\.\\. ${long.length - modelOutputMaxChars} characters \\(\\d+ lines\\) omitted`));
+    expect(result.modelOutput.length).toBeLessThan(modelOutputMaxChars + 300);
+  });
+});
+
+describe('truncateMiddle', () => {
+  it('leaves short text alone and keeps head and tail of long text', () => {
+    expect(truncateMiddle('abc', 3)).toEqual({ text: 'abc', omittedChars: 0 });
+    const { text, omittedChars } = truncateMiddle('0123456789', 4);
+    expect(omittedChars).toBe(6);
+    expect(text.startsWith('01')).toBe(true);
+    expect(text.endsWith('89')).toBe(true);
+    expect(text).toMatch(/6 characters omitted/);
+  });
+
+  it('never splits a surrogate pair', () => {
+    const { text } = truncateMiddle('😀😀😀😀😀😀', 5);
+    expect(text).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])/);
+    expect(text).not.toMatch(/(?<![\ud800-\udbff])[\udc00-\udfff]/);
+  });
+});

@@ -1,0 +1,405 @@
+// The bubblewrap runtime: each sandbox is a bwrap process tree in fresh user/pid/net/mount/ipc/uts/cgroup
+// namespaces over the read-only rootfs, running sandboxd as uid 1000 with no capabilities and no network; the worker
+// reaches sandboxd through a unix socket in a per-sandbox run directory bind-mounted at /run/workcell.
+// It must never run a sandbox as host root: when the server is root, bwrap is started as the unprivileged sandbox
+// user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { closeSync, createWriteStream, fstatSync, openSync } from 'node:fs';
+import { chown, lstat, mkdir, open, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../../config.ts';
+import { WorkcellError, errorMessage } from '../../errors.ts';
+import { readyLine } from '../../sandboxd/protocol.ts';
+import { newToken } from '../../util/ids.ts';
+import { ensureRootfs } from '../image.ts';
+import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExecutable, probeBwrap, runCommand, type BwrapHost } from '../probe.ts';
+import { SandboxdClient } from '../sandboxd-client.ts';
+import type { RuntimeProbe, Sandbox, SandboxRuntime, SandboxSpec } from '../types.ts';
+
+const readyTimeoutMs = 30_000;
+/** How long destroy() waits after SIGTERM before SIGKILL. */
+const destroyGraceMs = 2_000;
+/** How long destroy() waits for the sandbox's pid namespace to empty after bwrap has gone. */
+const namespaceDrainTimeoutMs = 5_000;
+/** Unix socket paths are limited to 108 bytes including the terminating NUL. */
+const maxSocketPathBytes = 107;
+const sandboxPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface BwrapRuntimeOptions {
+  config: Config;
+  /** Path of the bundled sandboxd (one .mjs file); built on first use by the caller. */
+  sandboxdBundlePath: () => Promise<string>;
+  logger?: Logger;
+}
+
+export interface BwrapSandbox extends Sandbox {
+  /** Host pid of the bwrap process (the leader of the sandbox's process group). */
+  readonly pid: number;
+  /** The run directory bind-mounted at /run/workcell (holds sandboxd's socket). */
+  readonly runDir: string;
+  /** Host uid that every process and file of the sandbox has. */
+  readonly hostUid: number;
+  /** The sandbox's pid namespace (as /proc/<pid>/ns/pid reads, e.g. "pid:[4026532310]"), if it could be read. */
+  readonly pidNamespace: string | undefined;
+}
+
+type BwrapProcess = ChildProcessByStdio<Writable, Readable, null>;
+
+export class BwrapRuntime implements SandboxRuntime {
+  readonly name = 'bwrap';
+  readonly #config: Config;
+  readonly #sandboxdBundlePath: () => Promise<string>;
+  readonly #logger: Logger | undefined;
+  /** bwrap's path and version and the sandbox user, looked up once they are found. */
+  #host: BwrapHost | undefined;
+
+  constructor(options: BwrapRuntimeOptions) {
+    this.#config = options.config;
+    this.#sandboxdBundlePath = options.sandboxdBundlePath;
+    this.#logger = options.logger;
+  }
+
+  probe(): Promise<RuntimeProbe> {
+    return probeBwrap(this.#config);
+  }
+
+  unavailableReason(): string | undefined {
+    return bwrapQuickCheck(this.#config);
+  }
+
+  async create(spec: SandboxSpec, signal?: AbortSignal): Promise<BwrapSandbox> {
+    signal?.throwIfAborted();
+    const host = this.#host ?? (await findBwrapHost(this.#config));
+    if ('missing' in host) throw new WorkcellError('runtime_unavailable', host.missing);
+    this.#host = host;
+    const rootfs = ensureRootfs(this.#config);
+    let bundle: string;
+    try {
+      bundle = await this.#sandboxdBundlePath();
+    } catch (error) {
+      throw new WorkcellError('runtime_unavailable', `the sandboxd bundle could not be built: ${errorMessage(error)}`, { cause: error });
+    }
+    signal?.throwIfAborted();
+    const owner = host.sandboxUser ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    const sandboxId = `sb-${newToken().replace(/[-_]/g, '').slice(0, 12).toLowerCase()}`;
+    const runDir = resolve(this.#config.runDir, sandboxId);
+    const socketPath = join(runDir, 'sandboxd.sock');
+    if (Buffer.byteLength(socketPath) > maxSocketPathBytes) {
+      throw new WorkcellError('runtime_unavailable', `WORKCELL_RUN_DIR is too long for a unix socket path (${socketPath}): choose a shorter directory, e.g. /run/workcell`);
+    }
+    const workspace = resolve(spec.workspaceDir);
+    const workspaceStat = await stat(workspace).catch(() => undefined);
+    if (!workspaceStat?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
+
+    const log = this.#logger?.child({ jobId: spec.jobId, sandboxId });
+    await mkdir(this.#config.runDir, { recursive: true, mode: 0o755 });
+    await mkdir(runDir, { mode: 0o700 });
+    try {
+      if (host.sandboxUser !== undefined) {
+        await chown(runDir, owner.uid, owner.gid);
+        await chownTree(workspace, owner.uid, owner.gid);
+        for (const path of [rootfs, bundle, workspace, runDir]) await assertReachable(path, owner);
+      }
+      await mkdir(spec.logDir, { recursive: true });
+      return await this.#launch({ spec, sandboxId, runDir, socketPath, workspace, rootfs, bundle, host, hostUid: owner.uid, signal, log });
+    } catch (error) {
+      await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async #launch(launch: {
+    spec: SandboxSpec;
+    sandboxId: string;
+    runDir: string;
+    socketPath: string;
+    workspace: string;
+    rootfs: string;
+    bundle: string;
+    host: BwrapHost;
+    hostUid: number;
+    signal: AbortSignal | undefined;
+    log: Logger | undefined;
+  }): Promise<BwrapSandbox> {
+    const { spec, sandboxId, runDir, socketPath, host, hostUid, log } = launch;
+    const started = performance.now();
+    // The options go to bwrap through a pipe (--args), not argv: argv of the namespace's init is visible inside the
+    // sandbox (ps) and would show host paths.
+    const bwrapOptions = [
+      // --unshare-all only tries the user namespace; require it (and forbid nested ones where bwrap can).
+      '--unshare-all',
+      '--unshare-user',
+      ...(compareVersions(host.version, '0.8.0') >= 0 ? ['--disable-userns'] : []),
+      '--new-session',
+      '--die-with-parent',
+      '--uid', '1000',
+      '--gid', '1000',
+      '--hostname', 'workcell',
+      '--ro-bind', launch.rootfs, '/',
+      '--proc', '/proc',
+      '--dev', '/dev',
+      '--tmpfs', '/tmp',
+      '--tmpfs', '/run',
+      '--tmpfs', '/home/agent',
+      '--bind', launch.workspace, '/workspace',
+      '--bind', runDir, '/run/workcell',
+      '--ro-bind', launch.bundle, '/run/workcell-bin/sandboxd.mjs',
+      '--chdir', '/workspace',
+      '--cap-drop', 'ALL',
+    ];
+    const [file, ...prefix] = bwrapCommand(host) as [string, ...string[]];
+    const command = ['/usr/local/bin/node', '/run/workcell-bin/sandboxd.mjs', '--socket', '/run/workcell/sandboxd.sock', '--workspace', '/workspace'];
+    const logPath = join(spec.logDir, 'sandbox.log');
+    const logFd = openSync(logPath, 'a', 0o640);
+    const logStart = fstatSync(logFd).size;
+    let child: BwrapProcess;
+    try {
+      child = spawn(file, [...prefix, '--args', '3', '--', ...command], {
+        // Its own process group, so destroy() can signal bwrap and anything it left in the group at once.
+        detached: true,
+        stdio: ['pipe', 'pipe', logFd, 'pipe'],
+        env: { HOME: '/home/agent', USER: 'agent', LOGNAME: 'agent', PATH: sandboxPath, LANG: 'C.UTF-8' },
+      }) as BwrapProcess;
+    } finally {
+      closeSync(logFd);
+    }
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolveExit) => {
+      child.once('exit', (code, exitSignal) => resolveExit({ code, signal: exitSignal }));
+      child.once('error', () => resolveExit({ code: null, signal: null }));
+    });
+    const spawnError = new Promise<Error>((resolveError) => child.once('error', resolveError));
+    const logStream = createWriteStream(logPath, { flags: 'a' });
+    logStream.on('error', () => undefined);
+
+    const optionsPipe = child.stdio[3] as Writable;
+    optionsPipe.on('error', () => undefined);
+    optionsPipe.end(bwrapOptions.map((option) => `${option}\0`).join(''));
+    const token = newToken();
+    child.stdin.on('error', () => undefined); // EPIPE when bwrap fails before reading; the exit is reported instead
+    child.stdin.end(`${token}\n`);
+
+    const killGroup = (killSignal: NodeJS.Signals) => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, killSignal);
+      } catch {
+        // already gone
+      }
+    };
+    try {
+      const ready = await waitForReady(child, exited, spawnError, launch.signal);
+      log?.debug({ readyMs: Math.round(performance.now() - started), sandboxdPid: ready.pid }, 'sandbox ready');
+    } catch (error) {
+      killGroup('SIGKILL');
+      await exited;
+      logStream.end();
+      const tail = await readTail(logPath, logStart);
+      if (launch.signal?.aborted) throw launch.signal.reason instanceof Error ? launch.signal.reason : new Error('aborted');
+      throw new WorkcellError('sandbox_failed', `the sandbox did not start: ${errorMessage(error)}${tail === '' ? '' : `\n--- sandbox.log ---\n${tail}`}`, { cause: error });
+    }
+    // Anything sandboxd prints after the ready line is diagnostics; it must keep flowing or sandboxd would block.
+    child.stdout.pipe(logStream);
+    const pid = child.pid!;
+    const pidNamespace = await sandboxPidNamespace(pid);
+    const socket = await lstat(socketPath).catch(() => undefined);
+    if (!socket?.isSocket()) {
+      killGroup('SIGKILL');
+      await exited;
+      throw new WorkcellError('sandbox_failed', `sandboxd reported ready but ${socketPath} is not a socket`);
+    }
+    const client = new SandboxdClient({ socketPath }, token);
+
+    void exited.then((status) => log?.debug(status, 'sandbox exited'));
+    let destroying: Promise<void> | undefined;
+    const destroy = () =>
+      (destroying ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          killGroup('SIGTERM');
+          const timer = setTimeout(() => killGroup('SIGKILL'), destroyGraceMs);
+          await exited;
+          clearTimeout(timer);
+        }
+        // bwrap's exit SIGKILLs the namespace's init (die-with-parent), which takes every sandbox process with it;
+        // wait until that has happened, so nothing the sandbox started outlives destroy().
+        if (pidNamespace !== undefined) await drainPidNamespace(pidNamespace);
+        client.close();
+        logStream.end();
+        await rm(runDir, { recursive: true, force: true });
+        log?.debug('sandbox destroyed');
+      })());
+
+    return {
+      id: sandboxId,
+      jobId: spec.jobId,
+      runtime: this.name,
+      isolation:
+        `bwrap ${host.version}: user/pid/net/mount/ipc/uts/cgroup namespaces, read-only rootfs, uid 1000 (host uid ${hostUid}), ` +
+        'no capabilities, no new privileges, no network',
+      client,
+      exited,
+      destroy,
+      pid,
+      runDir,
+      hostUid,
+      pidNamespace,
+    };
+  }
+}
+
+/** Waits for sandboxd's ready line on stdout; rejects on exit, timeout or abort. */
+function waitForReady(
+  child: BwrapProcess,
+  exited: Promise<{ code: number | null; signal: string | null }>,
+  spawnError: Promise<Error>,
+  signal: AbortSignal | undefined,
+): Promise<{ pid: number; version: string }> {
+  return new Promise((resolveReady, reject) => {
+    const timeout = AbortSignal.timeout(readyTimeoutMs);
+    let buffered = '';
+    const cleanup = () => {
+      child.stdout.off('data', onData);
+      timeout.removeEventListener('abort', onTimeout);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const fail = (error: Error) => {
+      cleanup();
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      const newline = buffered.indexOf('\n');
+      if (newline === -1) {
+        if (buffered.length > 64 * 1024) fail(new Error('sandboxd printed a line too long to be its ready line'));
+        return;
+      }
+      const line = buffered.slice(0, newline);
+      let parsed: ReturnType<typeof readyLine.safeParse>;
+      try {
+        parsed = readyLine.safeParse(JSON.parse(line));
+      } catch {
+        fail(new Error(`sandboxd's first line is not JSON: ${line.slice(0, 200)}`));
+        return;
+      }
+      if (!parsed.success) {
+        fail(new Error(`sandboxd's first line is not a ready line: ${line.slice(0, 200)}`));
+        return;
+      }
+      cleanup();
+      // Keep whatever followed the ready line for the log.
+      const rest = buffered.slice(newline + 1);
+      if (rest !== '') child.stdout.unshift(Buffer.from(rest, 'utf8'));
+      resolveReady(parsed.data);
+    };
+    const onTimeout = () => fail(new Error(`sandboxd was not ready within ${readyTimeoutMs / 1000} s`));
+    const onAbort = () => fail(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    child.stdout.on('data', onData);
+    timeout.addEventListener('abort', onTimeout, { once: true });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    void exited.then((status) => fail(new Error(`bwrap exited before sandboxd was ready (${status.signal ?? `exit code ${status.code}`})`)));
+    void spawnError.then((error) => fail(new Error(`cannot start bwrap: ${error.message}`)));
+  });
+}
+
+/** The end of what this sandbox wrote to its log, for error messages. */
+async function readTail(path: string, from: number, maxBytes = 4000): Promise<string> {
+  try {
+    const handle = await open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      const start = Math.max(from, size - maxBytes);
+      const buffer = Buffer.alloc(size - start);
+      await handle.read(buffer, 0, buffer.length, start);
+      return buffer.toString('utf8').trim();
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+/** The pid namespace (its /proc inode link) of the processes bwrap started: that of its child, the namespace's init. */
+async function sandboxPidNamespace(bwrapPid: number): Promise<string | undefined> {
+  const own = await readlink('/proc/self/ns/pid').catch(() => undefined);
+  for (const child of await childPids(bwrapPid)) {
+    const namespace = await readlink(`/proc/${child}/ns/pid`).catch(() => undefined);
+    if (namespace !== undefined && namespace !== own) return namespace;
+  }
+  return undefined;
+}
+
+async function childPids(pid: number): Promise<number[]> {
+  const listed = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => undefined);
+  if (listed !== undefined) return listed.trim().split(/\s+/).filter(Boolean).map(Number);
+  // Kernels without CONFIG_PROC_CHILDREN: find them by parent pid.
+  const children: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const status = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const parent = Number(status.slice(status.lastIndexOf(')') + 2).split(' ')[1]);
+    if (parent === pid) children.push(Number(entry));
+  }
+  return children;
+}
+
+/** Host pids of the live (not zombie) processes in a pid namespace. */
+export async function pidNamespaceMembers(namespace: string): Promise<number[]> {
+  const members: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const link = await readlink(`/proc/${entry}/ns/pid`).catch(() => undefined);
+    if (link !== namespace) continue;
+    const status = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const state = status.slice(status.lastIndexOf(')') + 2, status.lastIndexOf(')') + 3);
+    if (state !== '' && state !== 'Z' && state !== 'X') members.push(Number(entry));
+  }
+  return members;
+}
+
+async function drainPidNamespace(namespace: string): Promise<void> {
+  const deadline = Date.now() + namespaceDrainTimeoutMs;
+  for (;;) {
+    const members = await pidNamespaceMembers(namespace);
+    if (members.length === 0) return;
+    if (Date.now() > deadline) {
+      // die-with-parent should have done this; make sure nothing survives.
+      for (const pid of members) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+      return;
+    }
+    await new Promise((resolveWait) => setTimeout(resolveWait, 10));
+  }
+}
+
+/**
+ * Gives the sandbox user the workspace: files the job put there (uploads, a restored workspace) must be the
+ * agent's to change. chown -R never follows symlinks, so a link planted in the workspace cannot redirect it.
+ */
+async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  const chownCommand = findExecutable('chown');
+  if (chownCommand === undefined) throw new WorkcellError('runtime_unavailable', 'chown not found on PATH');
+  const result = await runCommand(chownCommand, ['-R', '--no-dereference', `${uid}:${gid}`, '--', path], { timeoutMs: 120_000 });
+  if (!result.ok) throw new WorkcellError('sandbox_failed', `cannot give the workspace to the sandbox user: ${result.stderr.trim()}`);
+}
+
+/** The sandbox user must be able to reach (search every parent of) a path that bwrap binds in. */
+async function assertReachable(path: string, user: { uid: number; gid: number }): Promise<void> {
+  let dir = dirname(path);
+  for (;;) {
+    const info = await stat(dir);
+    const searchable = info.uid === user.uid ? info.mode & 0o100 : info.gid === user.gid ? info.mode & 0o010 : info.mode & 0o001;
+    if (!searchable) {
+      throw new WorkcellError('runtime_unavailable', `the sandbox user (uid ${user.uid}) cannot reach ${path}: ${dir} is not searchable by it (chmod o+x ${dir})`);
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return;
+    dir = parent;
+  }
+}

@@ -1,0 +1,67 @@
+// Bundles sandboxd (src/sandboxd/main.ts and everything it imports, zod included) into one ESM file that any
+// Node 24 inside a sandbox can run with no node_modules. The file is named by a hash of its content, so a sandbox
+// image or a bind mount can hold several versions side by side and a changed sandboxd is never mistaken for an old
+// one. Built once per process and output directory; written atomically, and only when absent.
+import { createHash, randomBytes } from 'node:crypto';
+import { access, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const entryPoint = fileURLToPath(new URL('../sandboxd/main.ts', import.meta.url));
+/** The repository root: esbuild names sources relative to it in comments, so the output is the same from any cwd. */
+const repositoryRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+// Bundled CommonJS dependencies call require(); ESM has none, so make one.
+const banner = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
+
+const builds = new Map<string, Promise<string>>();
+
+/** Builds the sandboxd bundle into `outDir` (unless it is there already) and returns the bundle's path. */
+export function sandboxdBundle(outDir: string): Promise<string> {
+  const key = resolve(outDir);
+  let result = builds.get(key);
+  if (result === undefined) {
+    result = buildInto(key);
+    builds.set(key, result);
+    // A failed build is not remembered: the next call tries again.
+    result.catch(() => builds.delete(key));
+  }
+  return result;
+}
+
+async function buildInto(outDir: string): Promise<string> {
+  const output = await build({
+    entryPoints: [entryPoint],
+    absWorkingDir: repositoryRoot,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    minify: false,
+    sourcemap: false,
+    write: false,
+    logLevel: 'silent',
+    banner: { js: banner },
+  });
+  const file = output.outputFiles[0];
+  if (file === undefined) throw new Error('esbuild produced no output for src/sandboxd/main.ts');
+  const hash = createHash('sha256').update(file.contents).digest('hex').slice(0, 12);
+  const path = join(outDir, `sandboxd-${hash}.mjs`);
+  try {
+    await access(path);
+    return path;
+  } catch {
+    // absent: write it
+  }
+  await mkdir(outDir, { recursive: true });
+  const temporary = join(outDir, `.sandboxd-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await writeFile(temporary, file.contents, { mode: 0o644 });
+    await rename(temporary, path);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    throw error;
+  }
+  return path;
+}

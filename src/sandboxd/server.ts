@@ -1,0 +1,196 @@
+// sandboxd's HTTP server: the routes of protocol.ts (POST, JSON) plus GET /v1/health, behind a bearer token.
+// Every failure is `{error: {code, message}}` with a message that says what to fix; a bug is a 500 `internal`
+// with a short message (the stack goes to the log, never to the caller). Request bodies are capped and never
+// buffered past the cap.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { z } from 'zod';
+import { httpStatusFor, SandboxdToolError } from './errors.ts';
+import { WorkspaceFiles } from './files/file-tools.ts';
+import { silentLogger, type Logger } from './log.ts';
+import { routes, type RouteName, type RouteResponse, type SandboxdErrorCode } from './protocol.ts';
+import { BashSession, type BashSessionOptions } from './shell/bash-session.ts';
+
+/** Largest request body accepted (a 10 MiB file, JSON-escaped, fits). */
+export const maxRequestBodyBytes = 16 * 1024 * 1024;
+
+export interface SandboxdServerOptions {
+  token: string;
+  /** The workspace root (default /workspace): file tools are confined to it and the shell starts in it. */
+  workspaceRoot?: string;
+  log?: Logger;
+  /** Shell session settings other than its cwd (tests shorten the grace periods). */
+  shell?: Omit<BashSessionOptions, 'cwd' | 'log'>;
+}
+
+export interface SandboxdServer {
+  readonly httpServer: Server;
+  /** Stops accepting requests, ends open connections and kills the shell session with everything it started. */
+  close(): Promise<void>;
+}
+
+type Handlers = { [R in RouteName]: (request: z.output<(typeof routes)[R]['request']>, signal: AbortSignal) => Promise<RouteResponse<R>> };
+
+const routeByPath = new Map<string, RouteName>(Object.entries(routes).map(([name, route]) => [route.path, name as RouteName]));
+
+class HttpError extends Error {
+  readonly status: number;
+  readonly code: SandboxdErrorCode;
+  constructor(status: number, code: SandboxdErrorCode, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/** Reads the body up to `limit` bytes; past it, stops reading and rejects with a 413. */
+function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, 'too_large', `request body is larger than ${limit} bytes; send less data per call (files over ${limit / 2} bytes belong in the shell tool)`);
+  const declared = Number(request.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        request.off('data', onData);
+        request.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    request.on('data', onData);
+    request.on('end', () => resolve(Buffer.concat(chunks, size)));
+    request.on('error', reject);
+  });
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing (the field is required)';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return `a string`;
+  return `a ${typeof value}`;
+}
+
+function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
+  let value: unknown = body;
+  for (const key of path) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}
+
+/** One line per problem, each naming the field: "path: expected string, got a number". */
+function validationMessage(error: z.ZodError, body: unknown, knownFields: string[]): string {
+  const problems = error.issues.map((issue) => {
+    const field = issue.path.length === 0 ? 'body' : issue.path.map(String).join('.');
+    if (issue.code === 'invalid_type') {
+      const expected = issue.path.length === 0 && issue.expected === 'object' ? 'a JSON object' : issue.expected;
+      return `${field}: expected ${expected}, got ${describeValue(valueAt(body, issue.path))}`;
+    }
+    if (issue.code === 'too_small' && issue.origin === 'string' && issue.minimum === 1) return `${field}: must not be empty`;
+    return `${field}: ${issue.message}`;
+  });
+  if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
+    const unknown = Object.keys(body).filter((key) => !knownFields.includes(key));
+    if (unknown.length > 0) problems.push(`unknown field${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (the fields are: ${knownFields.join(', ')})`);
+  }
+  return `invalid request: ${problems.join('; ')}`;
+}
+
+function send(response: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  response.end(text);
+}
+
+export function createSandboxdServer(options: SandboxdServerOptions): SandboxdServer {
+  const log = options.log ?? silentLogger;
+  const workspaceRoot = options.workspaceRoot ?? '/workspace';
+  const expectedToken = digest(options.token);
+  const files = new WorkspaceFiles(workspaceRoot);
+  const shell = new BashSession({ ...options.shell, cwd: workspaceRoot, log });
+
+  const handlers: Handlers = {
+    shellExec: (request, signal) => shell.exec({ command: request.command, timeoutMs: request.timeout_ms, signal }),
+    readFile: (request) => files.read(request),
+    writeFile: (request) => files.write(request),
+    editFile: (request) => files.edit(request),
+    listFiles: (request) => files.list(request),
+    deleteFile: (request) => files.delete(request),
+  };
+
+  function authorized(request: IncomingMessage): boolean {
+    const match = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '');
+    // Compare digests: constant time, and no length leaks through an early exit.
+    return match?.[1] !== undefined && timingSafeEqual(digest(match[1]), expectedToken);
+  }
+
+  async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const path = (request.url ?? '/').split('?')[0] ?? '/';
+    if (!authorized(request)) throw new HttpError(401, 'unauthorized', 'missing or wrong bearer token');
+    if (path === '/v1/health') {
+      if (request.method !== 'GET') throw new HttpError(405, 'invalid_request', 'use GET /v1/health');
+      return send(response, 200, { ok: true });
+    }
+    const name = routeByPath.get(path);
+    if (name === undefined) throw new HttpError(404, 'not_found', `no route ${path}; the routes are ${[...routeByPath.keys()].join(', ')} and /v1/health`);
+    if (request.method !== 'POST') throw new HttpError(405, 'invalid_request', `use POST ${path}`);
+    const contentType = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+    if (contentType !== 'application/json') throw new HttpError(400, 'invalid_request', `content-type must be application/json, not ${JSON.stringify(contentType ?? '')}`);
+    const raw = await readBody(request, maxRequestBodyBytes);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (error) {
+      throw new HttpError(400, 'invalid_request', `request body is not valid JSON (${error instanceof Error ? error.message : String(error)})`);
+    }
+    const schema = routes[name].request;
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw new HttpError(400, 'invalid_request', validationMessage(parsed.error, body, Object.keys(schema.shape)));
+    // A caller that goes away cancels its call (for the shell: Ctrl-C).
+    const abort = new AbortController();
+    response.on('close', () => {
+      if (!response.writableFinished) abort.abort(new Error('the client closed the connection'));
+    });
+    const handler = handlers[name] as (request: unknown, signal: AbortSignal) => Promise<unknown>;
+    send(response, 200, await handler(parsed.data, abort.signal));
+  }
+
+  const httpServer = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (request, response) => {
+    const startedAt = performance.now();
+    void handle(request, response)
+      .catch((error: unknown) => {
+        if (error instanceof HttpError) {
+          if (error.status === 413) response.setHeader('connection', 'close');
+          return send(response, error.status, { error: { code: error.code, message: error.message } });
+        }
+        if (error instanceof SandboxdToolError) return send(response, httpStatusFor(error.code), { error: { code: error.code, message: error.message } });
+        log.error('request failed', { path: request.url, error: error instanceof Error ? error.stack : String(error) });
+        const message = error instanceof Error ? error.message.slice(0, 200) : 'unknown error';
+        if (!response.headersSent) send(response, 500, { error: { code: 'internal', message: `sandboxd failed: ${message}` } });
+        else response.destroy();
+      })
+      .finally(() => {
+        log.debug('request', { method: request.method, path: request.url, status: response.statusCode, duration_ms: Math.round(performance.now() - startedAt) });
+      });
+  });
+
+  return {
+    httpServer,
+    async close() {
+      const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      httpServer.closeAllConnections();
+      await shell.close();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,98 @@
+// A real bwrap sandbox for integration tests: the real rootfs, bwrap and sandboxd, on a fresh temporary workspace,
+// always destroyed (withSandbox's finally, or useSandbox's afterAll) so no test leaves a sandbox running.
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { BwrapRuntime, pidNamespaceMembers, type BwrapSandbox } from '../../src/runtimes/bwrap/bwrap-runtime.ts';
+import { sandboxdBundle } from '../../src/runtimes/sandboxd-bundle.ts';
+import type { RouteResponse } from '../../src/sandboxd/protocol.ts';
+
+export interface SandboxFixture {
+  sandbox: BwrapSandbox;
+  /** Host directory mounted at /workspace. */
+  workspace: string;
+  /** Host directory with sandbox.log. */
+  logDir: string;
+  /** Runs a command in the sandbox's persistent shell session. */
+  sh: (command: string, timeoutMs?: number) => Promise<RouteResponse<'shellExec'>>;
+  /** Destroys the sandbox and deletes its directories. Idempotent. */
+  dispose: () => Promise<void>;
+}
+
+/** The runtime as the server builds it, from the environment's configuration. */
+export function testRuntime(config: Config = loadConfig()): BwrapRuntime {
+  return new BwrapRuntime({ config, sandboxdBundlePath: () => sandboxdBundle(join(config.imageDir, 'sandboxd')) });
+}
+
+export async function createSandboxFixture(options: { runtime?: BwrapRuntime; jobId?: string } = {}): Promise<SandboxFixture> {
+  const root = await mkdtemp(join(tmpdir(), 'workcell-test-'));
+  // The sandbox user must be able to reach the workspace through the temporary directory.
+  await chmod(root, 0o711);
+  const workspace = join(root, 'workspace');
+  const logDir = join(root, 'logs');
+  await mkdir(workspace);
+  let sandbox: BwrapSandbox;
+  try {
+    sandbox = await (options.runtime ?? testRuntime()).create({ jobId: options.jobId ?? 'job_test', workspaceDir: workspace, logDir });
+  } catch (error) {
+    await rm(root, { recursive: true, force: true });
+    throw error;
+  }
+  let disposed: Promise<void> | undefined;
+  return {
+    sandbox,
+    workspace,
+    logDir,
+    sh: (command, timeoutMs = 30_000) => sandbox.client.call('shellExec', { command, timeout_ms: timeoutMs }),
+    dispose: () =>
+      (disposed ??= (async () => {
+        try {
+          await sandbox.destroy();
+        } finally {
+          await rm(root, { recursive: true, force: true });
+        }
+      })()),
+  };
+}
+
+/** Runs `test` with a fresh sandbox and destroys it afterwards, whatever happens. */
+export async function withSandbox<T>(test: (fixture: SandboxFixture) => Promise<T>, options?: Parameters<typeof createSandboxFixture>[0]): Promise<T> {
+  const fixture = await createSandboxFixture(options);
+  try {
+    return await test(fixture);
+  } finally {
+    await fixture.dispose();
+  }
+}
+
+/** One sandbox shared by the tests of a file: created in beforeAll, destroyed in afterAll. */
+export function useSandbox(): () => SandboxFixture {
+  let fixture: SandboxFixture | undefined;
+  beforeAll(async () => {
+    fixture = await createSandboxFixture();
+  });
+  afterAll(async () => {
+    await fixture?.dispose();
+  });
+  return () => {
+    if (fixture === undefined) throw new Error('the sandbox fixture is not set up (useSandbox() must be called at the top of a describe block or file)');
+    return fixture;
+  };
+}
+
+/** Host pids of the sandbox's live processes (its pid namespace); empty once it is fully gone. */
+export function sandboxProcesses(sandbox: BwrapSandbox): Promise<number[]> {
+  if (sandbox.pidNamespace === undefined) throw new Error('the sandbox pid namespace is unknown');
+  return pidNamespaceMembers(sandbox.pidNamespace);
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes; for conditions the host observes with no event to wait on. */
+export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
