@@ -4,8 +4,8 @@
 // It must never run a sandbox as host root: when the server is root, bwrap is started as the unprivileged sandbox
 // user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { closeSync, createWriteStream, fstatSync, openSync } from 'node:fs';
-import { chown, lstat, mkdir, open, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { closeSync, constants, createWriteStream, fstatSync, openSync } from 'node:fs';
+import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -89,7 +89,8 @@ export class BwrapRuntime implements SandboxRuntime {
     if (Buffer.byteLength(socketPath) > maxSocketPathBytes) {
       throw new WorkcellError('runtime_unavailable', `WORKCELL_RUN_DIR is too long for a unix socket path (${socketPath}): choose a shorter directory, e.g. /run/workcell`);
     }
-    const workspace = resolve(spec.workspaceDir);
+    // The real path: a symlinked workspace is bound (and chowned) as the directory it points to.
+    const workspace = await realpath(spec.workspaceDir).catch(() => resolve(spec.workspaceDir));
     const workspaceStat = await stat(workspace).catch(() => undefined);
     if (!workspaceStat?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
 
@@ -202,13 +203,17 @@ export class BwrapRuntime implements SandboxRuntime {
     child.stdout.pipe(logStream);
     const pid = child.pid!;
     const pidNamespace = await sandboxPidNamespace(pid);
-    const socket = await lstat(socketPath).catch(() => undefined);
-    if (!socket?.isSocket()) {
+    let socketFd: number;
+    try {
+      socketFd = pinSocket(socketPath, hostUid);
+    } catch (error) {
       killGroup('SIGKILL');
       await exited;
-      throw new WorkcellError('sandbox_failed', `sandboxd reported ready but ${socketPath} is not a socket`);
+      logStream.end();
+      throw new WorkcellError('sandbox_failed', `sandboxd reported ready but its socket is unusable: ${errorMessage(error)}`);
     }
-    const client = new SandboxdClient({ socketPath }, token);
+    // Every connection goes through the pinned descriptor, never the path the sandbox can rewrite.
+    const client = new SandboxdClient({ socketPath: `/proc/self/fd/${socketFd}` }, token);
 
     void exited.then((status) => log?.debug(status, 'sandbox exited'));
     let destroying: Promise<void> | undefined;
@@ -224,6 +229,7 @@ export class BwrapRuntime implements SandboxRuntime {
         // wait until that has happened, so nothing the sandbox started outlives destroy().
         if (pidNamespace !== undefined) await drainPidNamespace(pidNamespace);
         client.close();
+        closeSync(socketFd);
         logStream.end();
         await rm(runDir, { recursive: true, force: true });
         log?.debug('sandbox destroyed');
@@ -245,6 +251,26 @@ export class BwrapRuntime implements SandboxRuntime {
       pidNamespace,
     };
   }
+}
+
+/** Linux's O_PATH (not in fs.constants): a descriptor that names a file without opening it for I/O. */
+const O_PATH = 0o10000000;
+
+/**
+ * Pins sandboxd's socket: the run directory is writable from inside the sandbox, so once the agent's code runs it
+ * could replace sandboxd.sock with a symlink to some other socket on the host, and the worker (perhaps root) would
+ * connect there with the token. Right after the ready line, before any agent code runs, the socket is opened with
+ * O_PATH|O_NOFOLLOW and checked (a socket, owned by the sandbox's host uid); connecting to /proc/self/fd/N then
+ * always reaches that inode, whatever the path later holds.
+ */
+function pinSocket(socketPath: string, hostUid: number): number {
+  const fd = openSync(socketPath, O_PATH | constants.O_NOFOLLOW);
+  const info = fstatSync(fd);
+  if (!info.isSocket() || info.uid !== hostUid) {
+    closeSync(fd);
+    throw new Error(`${socketPath} is not a socket owned by uid ${hostUid}`);
+  }
+  return fd;
 }
 
 /** Waits for sandboxd's ready line on stdout; rejects on exit, timeout or abort. */

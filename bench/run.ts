@@ -1,0 +1,52 @@
+// The benchmarks: `node bench/run.ts [--quick] [--json]` (npm run bench). Measures sandbox start-up, a shell call
+// through sandboxd and POST /schedule throughput, each next to baselines measured in the same run, and prints a
+// Markdown table (or JSON with --json) on stdout; progress goes to stderr. Needs what the integration tests need:
+// bwrap, the built rootfs and (as root) the sandbox user. Ctrl-C stops it after cleaning up.
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../src/config.ts';
+import { BwrapRuntime } from '../src/runtimes/bwrap/bwrap-runtime.ts';
+import { createRuntimes } from '../src/runtimes/index.ts';
+import { benchSchedule } from './http-bench.ts';
+import { describeMachine, markdownReport, type Report } from './report.ts';
+import { benchSandboxCreate, benchShellCall } from './sandbox-bench.ts';
+import type { Result } from './stats.ts';
+
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
+const sizes = flags.quick
+  ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000 }
+  : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000 };
+
+const interrupted = new AbortController();
+process.once('SIGINT', () => interrupted.abort(new Error('interrupted (SIGINT)')));
+const progress = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+async function main(): Promise<Report> {
+  const machine = describeMachine();
+  const date = new Date().toISOString();
+  const command = ['node', 'bench/run.ts', ...process.argv.slice(2)].join(' ');
+  const config = loadConfig(process.env, { logLevel: 'silent' });
+  // The runtime exactly as the server builds it.
+  const runtime = createRuntimes(config).get('bwrap');
+  if (!(runtime instanceof BwrapRuntime)) throw new Error(`the bwrap runtime does not run on ${process.platform}`);
+  const unavailable = runtime.unavailableReason();
+  if (unavailable !== undefined) throw new Error(`the bwrap runtime is not available: ${unavailable}`);
+  const signal = interrupted.signal;
+
+  const results: Result[] = [];
+  progress(`sandbox create, n=${sizes.createIterations}`);
+  results.push(...(await benchSandboxCreate({ config, runtime, iterations: sizes.createIterations, signal, progress })));
+  progress(`shell call, n=${sizes.shellIterations}`);
+  results.push(...(await benchShellCall({ config, runtime, iterations: sizes.shellIterations, warmup: sizes.shellWarmup, signal, progress })));
+  progress(`HTTP load, ${sizes.httpDurationMs / 1000} s each`);
+  results.push(...(await benchSchedule({ connections: 16, durationMs: sizes.httpDurationMs, warmupMs: 500, signal, progress })));
+  machine.loadAverage.end = describeMachine().loadAverage.start;
+  return { machine, date, command, results };
+}
+
+try {
+  const report = await main();
+  process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : markdownReport(report));
+} catch (error) {
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+}
