@@ -91,7 +91,7 @@ export async function benchSandboxCreate(options: SandboxBenchOptions): Promise<
     }
     return [
       { group, name: '`BwrapRuntime.create()` until it resolves (sandboxd ready)', baseline: false, latencyMs: summarize(samples.create) },
-      { group, name: 'baseline: bare `bwrap --unshare-all --ro-bind <rootfs> / … /bin/true` via setpriv, spawn to exit', baseline: true, latencyMs: summarize(samples.bwrap) },
+      { group, name: 'baseline: bare `bwrap --unshare-all --ro-bind <rootfs> / … /bin/true` (via setpriv), spawn to exit', baseline: true, latencyMs: summarize(samples.bwrap) },
       { group, name: 'baseline: `node -e 0` on the host, spawn to exit', baseline: true, latencyMs: summarize(samples.node) },
     ];
   });

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 const isRoot = process.getuid?.() === 0;
-const defaultDataDir = isRoot ? '/var/lib/workcell' : join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local/share'), 'workcell');
-const defaultImageDir = isRoot ? '/var/lib/workcell/images' : join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'workcell/images');
-const defaultRunDir = isRoot ? '/run/workcell' : join(process.env.XDG_RUNTIME_DIR ?? `/tmp/workcell-${process.getuid?.() ?? 0}`, 'workcell');
+const defaultDataDir = isRoot ? '/var/lib/workcell' : join(process.env.XDG_DATA_HOME || join(homedir(), '.local/share'), 'workcell');
+const defaultImageDir = isRoot ? '/var/lib/workcell/images' : join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'workcell/images');
+const defaultRunDir = isRoot ? '/run/workcell' : join(process.env.XDG_RUNTIME_DIR || `/tmp/workcell-${process.getuid?.() ?? 0}`, 'workcell');
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const boolean = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no']).transform((v) => ['1', 'true', 'yes'].includes(v))]);

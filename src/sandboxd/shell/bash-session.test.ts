@@ -163,7 +163,10 @@ describe('BashSession', () => {
     // Abort once sleep runs (not while bash is still between fork and exec).
     await waitFor(() => descendantsOf(session.pid ?? 0).some(({ pid }) => commandName(pid) === 'sleep'));
     controller.abort();
-    expect(await pending).toMatchObject({ output: 'go\n', timed_out: false, exit_code: 130, session_restarted: false });
+    const result = await pending;
+    expect(result).toMatchObject({ output: 'go\n', timed_out: false, session_restarted: false });
+    // 130 when SIGINT ended it; 137 when a loaded machine let the grace period pass and SIGKILL followed.
+    expect([130, 137]).toContain(result.exit_code);
   });
 
   it('leaves background jobs of earlier calls alone on a timeout, even ones that handle SIGINT', async () => {

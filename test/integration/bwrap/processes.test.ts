@@ -36,7 +36,9 @@ describe('bwrap sandbox processes', () => {
       const { sandbox, sh } = fixtureToKill;
       const started = await sh('sleep 1000 >/dev/null 2>&1 & echo $!');
       expect(started.exit_code).toBe(0);
-      const sleepPid = await findSleep(await sandboxProcesses(sandbox));
+      // The background job may not have exec'd sleep yet when the shell returns.
+      let sleepPid: number | undefined;
+      await waitUntil(async () => (sleepPid = await findSleep(await sandboxProcesses(sandbox))) !== undefined);
       expect(sleepPid).toBeDefined();
       expect((await stat(`/proc/${sleepPid}`)).uid).toBe(sandbox.hostUid);
 
@@ -54,7 +56,9 @@ describe('bwrap sandbox processes', () => {
   it('leaves no process behind when bwrap itself is SIGKILLed', async () => {
     await withSandbox(async ({ sandbox, sh }) => {
       expect((await sh('sleep 1000 >/dev/null 2>&1 & echo started')).output).toContain('started');
-      const sleepPid = await findSleep(await sandboxProcesses(sandbox));
+      // The background job may not have exec'd sleep yet when the shell returns.
+      let sleepPid: number | undefined;
+      await waitUntil(async () => (sleepPid = await findSleep(await sandboxProcesses(sandbox))) !== undefined);
       expect(sleepPid).toBeDefined();
       process.kill(sandbox.pid, 'SIGKILL');
       expect((await sandbox.exited).signal).toBe('SIGKILL');
