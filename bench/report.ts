@@ -1,7 +1,9 @@
 // What a benchmark run prints: the machine it ran on, when, with which command, and the results as a Markdown
 // table (or JSON). Numbers from different machines or runs are not comparable; rows of the same run are.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg, release, type } from 'node:os';
+import { findExecutable } from '../src/runtimes/probe.ts';
 import type { Result } from './stats.ts';
 
 export interface Machine {
@@ -9,6 +11,8 @@ export interface Machine {
   cores: number;
   kernel: string;
   node: string;
+  /** `bwrap --version`, e.g. "bubblewrap 0.8.0". */
+  bwrap: string;
   /** 1-minute load average when the run started and ended: how busy the machine was besides the benchmark. */
   loadAverage: { start: number; end?: number };
 }
@@ -26,8 +30,16 @@ export function describeMachine(): Machine {
     cores: availableParallelism(),
     kernel: `${type()} ${release()}`,
     node: process.version,
+    bwrap: bwrapVersion(),
     loadAverage: { start: loadavg()[0] ?? 0 },
   };
+}
+
+function bwrapVersion(): string {
+  const bwrap = findExecutable('bwrap');
+  if (bwrap === undefined) return 'bwrap not found';
+  const result = spawnSync(bwrap, ['--version'], { encoding: 'utf8', timeout: 5000 });
+  return result.stdout?.trim() || 'bwrap --version failed';
 }
 
 export interface Report {
@@ -49,7 +61,7 @@ export function markdownReport(report: Report): string {
   const { machine } = report;
   const load = `${machine.loadAverage.start.toFixed(2)} at start, ${machine.loadAverage.end?.toFixed(2) ?? '?'} at end`;
   const lines = [
-    `- machine: ${machine.cpu}, ${machine.cores} cores, ${machine.kernel}, Node ${machine.node}; 1-min load average ${load}`,
+    `- machine: ${machine.cpu}, ${machine.cores} cores, ${machine.kernel}, Node ${machine.node}, ${machine.bwrap}; 1-min load average ${load}`,
     `- date: ${report.date}`,
     `- command: \`${report.command}\``,
     '',

@@ -164,8 +164,10 @@ describe('BashSession', () => {
     await waitFor(() => descendantsOf(session.pid ?? 0).some(({ pid }) => commandName(pid) === 'sleep'));
     controller.abort();
     const result = await pending;
-    expect(result).toMatchObject({ output: 'go\n', timed_out: false, session_restarted: false });
-    // 130 when SIGINT ended it; 137 when a loaded machine let the grace period pass and SIGKILL followed.
+    expect(result).toMatchObject({ timed_out: false, session_restarted: false });
+    // SIGINT ends it (130); if the SIGINT lands inside execve, where /proc already says "sleep" but bash's INT trap
+    // is still installed, it is lost and the SIGKILL that follows the grace period ends it instead (137, "Killed").
+    expect(result.output.startsWith('go\n')).toBe(true);
     expect([130, 137]).toContain(result.exit_code);
   });
 
