@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { JobService } from '../jobs/job-service.ts';
 import { version } from '../version.ts';
+import { registerAuth } from './auth.ts';
 import { problem, sendProblem, toProblem } from './problem.ts';
 import { registerArtifactRoutes } from './routes/artifacts.ts';
 import { registerEventRoutes } from './routes/events.ts';
@@ -43,10 +44,17 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
     openapi: {
       openapi: '3.1.0',
       info: { title: 'workcell', version, description: 'Runs coding agents in isolated sandboxes: schedule a task, follow its steps, download the workspace.' },
+      components: {
+        securitySchemes: {
+          apiKey: { type: 'http', scheme: 'bearer', description: 'Needed once the server has API keys (`workcell keys create`); without keys the server is local-only and open.' },
+        },
+      },
+      security: [{ apiKey: [] }],
     },
     transform: jsonSchemaTransform,
   });
 
+  registerAuth(app, context.jobs.store);
   const typed = app.withTypeProvider<ZodTypeProvider>();
   typed.get('/healthz', { schema: { summary: 'Liveness', response: { 200: healthResponse } } }, async () => ({ ok: true, version }));
   typed.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

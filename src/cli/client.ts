@@ -18,8 +18,10 @@ export interface ServerEvent {
 
 export class WorkcellClient {
   readonly baseUrl: string;
-  constructor(baseUrl: string) {
+  readonly #apiKey: string | undefined;
+  constructor(baseUrl: string, apiKey?: string) {
     this.baseUrl = baseUrl.replace(/\/$/, '');
+    this.#apiKey = apiKey === '' ? undefined : apiKey;
   }
 
   async json<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
@@ -45,7 +47,9 @@ export class WorkcellClient {
   async #fetch(path: string, init: RequestInit): Promise<Response> {
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, init);
+      const headers = new Headers(init.headers);
+      if (this.#apiKey !== undefined) headers.set('authorization', `Bearer ${this.#apiKey}`);
+      response = await fetch(`${this.baseUrl}${path}`, { ...init, headers });
     } catch (error) {
       throw new ClientError(0, `cannot reach the workcell server at ${this.baseUrl} (${(error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message}): start one with \`workcell serve\` or set WORKCELL_URL`);
     }

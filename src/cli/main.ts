@@ -18,7 +18,8 @@ const program = new Command('workcell')
   .configureOutput({ outputError: (text, write) => write(text) });
 
 const urlOption = () => new Option('--url <url>', 'workcell server').env('WORKCELL_URL').default('http://127.0.0.1:8080');
-const client = (options: { url: string }) => new WorkcellClient(options.url);
+/** The API key comes from the environment only: a key on the command line would show in `ps` and shell history. */
+const client = (options: { url: string }) => new WorkcellClient(options.url, process.env.WORKCELL_API_KEY);
 const positiveInt = (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
@@ -158,6 +159,54 @@ program
     const [{ loadConfig }, { buildRootfs }] = await Promise.all([import('../config.ts'), import('../runtimes/image.ts')]);
     const path = await buildRootfs(loadConfig(), { log: (line: string) => process.stderr.write(`${line}\n`), force: options.force ?? false });
     console.log(path);
+  });
+
+const keys = program.command('keys').description('API keys (local administration: works on the data dir, not through the API)');
+const keyStore = async (dataDir?: string) => {
+  const [{ loadConfig }, { JobStore }] = await Promise.all([import('../config.ts'), import('../jobs/job-store.ts')]);
+  return new JobStore(loadConfig(process.env, dataDir === undefined ? {} : { dataDir }).dataDir);
+};
+keys
+  .command('create')
+  .description('create a key; its token is printed once, on stdout')
+  .requiredOption('--name <name>', 'who or what the key is for')
+  .option('--data-dir <dir>', 'the server\'s data dir (WORKCELL_DATA_DIR)')
+  .action(async (options: { name: string; dataDir?: string }) => {
+    if (!/^[\w .@-]{1,100}$/.test(options.name)) throw new InvalidArgumentError('--name: 1-100 letters, digits, spaces and . _ @ -');
+    const store = await keyStore(options.dataDir);
+    try {
+      const { id, token } = store.createApiKey(options.name);
+      process.stderr.write(`created ${id}; clients send it as WORKCELL_API_KEY (it is not shown again)\n`);
+      console.log(token);
+    } finally {
+      store.close();
+    }
+  });
+keys
+  .command('list')
+  .description('list keys (never their secrets)')
+  .option('--data-dir <dir>', 'the server\'s data dir (WORKCELL_DATA_DIR)')
+  .action(async (options: { dataDir?: string }) => {
+    const store = await keyStore(options.dataDir);
+    try {
+      for (const key of store.listApiKeys()) console.log(`${key.id}  ${key.revoked_at ? 'revoked' : 'active '}  ${key.created_at}  ${key.name}`);
+    } finally {
+      store.close();
+    }
+  });
+keys
+  .command('revoke')
+  .description('revoke a key: it stops working at once')
+  .argument('<key-id>', 'key id (key_...)')
+  .option('--data-dir <dir>', 'the server\'s data dir (WORKCELL_DATA_DIR)')
+  .action(async (id: string, options: { dataDir?: string }) => {
+    const store = await keyStore(options.dataDir);
+    try {
+      if (!store.revokeApiKey(id)) throw new Error(`no active key ${JSON.stringify(id)}`);
+      console.log(`${id} revoked`);
+    } finally {
+      store.close();
+    }
   });
 
 program

@@ -10,7 +10,9 @@ import { Scheduler } from '../jobs/scheduler.ts';
 import { createRuntimes } from '../runtimes/index.ts';
 import { createLogger } from '../util/logger.ts';
 import { resolveModel } from '../agent/models/resolve-model.ts';
-import { hostname } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 export interface App {
@@ -23,14 +25,27 @@ export interface App {
   close(): Promise<void>;
 }
 
-const loopback = new Set(['127.0.0.1', '::1', 'localhost']);
+/** Loopback addresses: 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** Without API keys the server is for local use and must not be reachable from other machines. */
+export function assertListenAllowed(host: string, hasApiKeys: boolean): void {
+  if (!isLoopback(host) && !hasApiKeys) {
+    throw new Error(`refusing to listen on ${host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); create one first with \`workcell keys create --name <who>\``);
+  }
+}
 
 /** Builds and starts everything; `listen: false` builds the API without opening a port (tests use inject()). */
 export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
-  if (!loopback.has(config.host)) {
-    throw new Error(`refusing to listen on ${config.host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); put a reverse proxy with authentication in front of it`);
-  }
   const store = new JobStore(config.dataDir);
+  try {
+    assertListenAllowed(config.host, store.hasApiKeys());
+  } catch (error) {
+    store.close();
+    throw error;
+  }
   const jobs = new JobService({ config, store, logger, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);
@@ -88,8 +103,18 @@ export async function serve(flags: Partial<Pick<Config, 'port' | 'host' | 'dataD
 
 /** The OpenAPI document, generated from the route schemas without starting anything. */
 export async function openApiDocument(): Promise<unknown> {
-  const config = loadConfig({}, { dataDir: '/nonexistent' });
-  const server = await buildServer({ config, jobs: undefined as never, logger: createLogger('silent') });
-  await server.ready();
-  return server.swagger();
+  const dataDir = await mkdtemp(join(tmpdir(), 'workcell-openapi-'));
+  const config = loadConfig({}, { dataDir });
+  const logger = createLogger('silent');
+  const store = new JobStore(dataDir);
+  try {
+    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    await server.ready();
+    const document = server.swagger();
+    await server.close();
+    return document;
+  } finally {
+    store.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
 }

@@ -53,16 +53,19 @@ export class JobService {
     return jobPaths(this.#config.dataDir, jobId);
   }
 
-  /** Returns the job or throws not_found. */
-  get(jobId: string): Job {
+  /**
+   * Returns the job or throws not_found. With API keys, `owner` is the caller's key and another key's job is
+   * "not found" too (never "forbidden": ids of other people's jobs are not confirmed).
+   */
+  get(jobId: string, owner?: string): Job {
     const job = this.#store.get(jobId);
-    if (!job) throw notFound(`no job with id ${JSON.stringify(jobId)}`);
+    if (!job || (owner !== undefined && job.owner !== owner)) throw notFound(`no job with id ${JSON.stringify(jobId)}`);
     return job;
   }
 
-  async schedule(input: ScheduleInput, idempotencyKey?: string): Promise<{ job: Job; created: boolean }> {
+  async schedule(input: ScheduleInput, idempotencyKey?: string, owner?: string): Promise<{ job: Job; created: boolean }> {
     if (idempotencyKey !== undefined) {
-      const existing = this.#store.findByIdempotencyKey(idempotencyKey);
+      const existing = this.#store.findByIdempotencyKey(idempotencyKey, owner ?? null);
       if (existing) return { job: existing, created: false };
     }
     if (input.model !== undefined) this.#validateModel(input.model);
@@ -83,6 +86,7 @@ export class JobService {
       limits: { wall_time_s: input.limits?.wall_time_s ?? this.#config.wallTimeS, max_steps: input.limits?.max_steps ?? this.#config.maxSteps },
       metadata: input.metadata,
       idempotencyKey,
+      owner: owner ?? null,
     });
     if (!result.created) await rm(paths.root, { recursive: true, force: true }); // lost an idempotency race
     this.#scheduler?.wake();
@@ -90,8 +94,8 @@ export class JobService {
   }
 
   /** Cancels a job in any state but a finished one. Resolves once a pending job is fully ended. */
-  async cancel(jobId: string): Promise<Job> {
-    const job = this.get(jobId);
+  async cancel(jobId: string, owner?: string): Promise<Job> {
+    const job = this.get(jobId, owner);
     const result = this.#store.requestCancel(jobId);
     if (result === 'already-finished') throw conflict(`job ${jobId} has already ended (${this.#store.get(jobId)?.status ?? job.status}): nothing to cancel`);
     if (result === 'cancelled') {

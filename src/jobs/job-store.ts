@@ -4,6 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { migrate } from './event-log.ts';
 
 export const jobStatuses = ['pending', 'running', 'complete', 'error', 'cancelled'] as const;
@@ -40,6 +41,8 @@ export interface Job {
   attempts: number;
   cancel_requested: boolean;
   locked_by: string | null;
+  /** The API key that created the job; null when the server ran without keys. */
+  owner: string | null;
 }
 
 interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested'> {
@@ -77,6 +80,15 @@ const migrations = [
      lease_expires_at INTEGER
    )`,
   `CREATE INDEX jobs_by_status ON jobs (status, id)`,
+  // API keys: `owner` is the key that created the job (NULL when the server ran without keys).
+  `ALTER TABLE jobs ADD COLUMN owner TEXT`,
+  `CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     secret_sha256 TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     revoked_at TEXT
+   )`,
 ];
 
 export interface NewJob {
@@ -87,6 +99,7 @@ export interface NewJob {
   limits: JobLimits;
   metadata?: Record<string, string> | undefined;
   idempotencyKey?: string | undefined;
+  owner?: string | null | undefined;
 }
 
 export type CancelResult = 'cancelled' | 'requested' | 'already-finished';
@@ -107,22 +120,33 @@ export class JobStore {
   create(input: NewJob, now = new Date()): { job: Job; created: boolean } {
     return this.#db.transaction(() => {
       if (input.idempotencyKey !== undefined) {
-        const existing = this.findByIdempotencyKey(input.idempotencyKey);
+        const existing = this.findByIdempotencyKey(input.idempotencyKey, input.owner ?? null);
         if (existing) return { job: existing, created: false };
       }
       const id = input.id;
       this.#db
         .prepare(
-          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at)
-           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at, owner)
+           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(id, input.task, input.model ?? null, input.runtime, JSON.stringify(input.limits), JSON.stringify(input.metadata ?? {}), input.idempotencyKey ?? null, now.toISOString());
+        .run(
+          id,
+          input.task,
+          input.model ?? null,
+          input.runtime,
+          JSON.stringify(input.limits),
+          JSON.stringify(input.metadata ?? {}),
+          input.idempotencyKey === undefined ? null : scopedKey(input.idempotencyKey, input.owner ?? null),
+          now.toISOString(),
+          input.owner ?? null,
+        );
       return { job: this.get(id)!, created: true };
     })();
   }
 
-  findByIdempotencyKey(key: string): Job | undefined {
-    const row = this.#db.prepare('SELECT * FROM jobs WHERE idempotency_key = ?').get(key) as JobRow | undefined;
+  /** Idempotency keys are per owner: two API keys may use the same one without seeing each other's jobs. */
+  findByIdempotencyKey(key: string, owner: string | null): Job | undefined {
+    const row = this.#db.prepare('SELECT * FROM jobs WHERE idempotency_key = ?').get(scopedKey(key, owner)) as JobRow | undefined;
     return row && toJob(row);
   }
 
@@ -131,10 +155,14 @@ export class JobStore {
     return row && toJob(row);
   }
 
-  /** Newest first; `cursor` is the last id of the previous page. */
-  list(options: { status?: JobStatus | undefined; limit: number; cursor?: string | undefined }): { jobs: Job[]; nextCursor: string | null } {
+  /** Newest first; `cursor` is the last id of the previous page; `owner` (when given) only that key's jobs. */
+  list(options: { status?: JobStatus | undefined; limit: number; cursor?: string | undefined; owner?: string | undefined }): { jobs: Job[]; nextCursor: string | null } {
     const where: string[] = [];
     const params: unknown[] = [];
+    if (options.owner !== undefined) {
+      where.push('owner = ?');
+      params.push(options.owner);
+    }
     if (options.status) {
       where.push('status = ?');
       params.push(options.status);
@@ -207,10 +235,48 @@ export class JobStore {
     return (this.#db.prepare(`SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ?`).all(now) as JobRow[]).map(toJob);
   }
 
+  // --- API keys: the secret is never stored, only its SHA-256 (secrets are 256 random bits, so no slow hash is needed).
+
+  createApiKey(name: string, now = new Date()): { id: string; token: string } {
+    const id = `key_${randomBytes(8).toString('hex')}`;
+    const secret = randomBytes(32).toString('base64url');
+    this.#db.prepare('INSERT INTO api_keys (id, name, secret_sha256, created_at) VALUES (?, ?, ?, ?)').run(id, name, sha256(secret), now.toISOString());
+    return { id, token: `wc_${id}_${secret}` };
+  }
+
+  /** The key id a token belongs to, if it is a live key; constant-time in the secret. */
+  verifyApiKey(token: string): string | undefined {
+    const match = /^wc_(key_[0-9a-f]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
+    if (!match) return undefined;
+    const row = this.#db.prepare('SELECT secret_sha256 FROM api_keys WHERE id = ? AND revoked_at IS NULL').get(match[1]) as { secret_sha256: string } | undefined;
+    const expected = Buffer.from(row?.secret_sha256 ?? '0'.repeat(64), 'hex');
+    const actual = Buffer.from(sha256(match[2]!), 'hex');
+    return timingSafeEqual(expected, actual) && row !== undefined ? match[1] : undefined;
+  }
+
+  listApiKeys(): Array<{ id: string; name: string; created_at: string; revoked_at: string | null }> {
+    return this.#db.prepare('SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at').all() as Array<{ id: string; name: string; created_at: string; revoked_at: string | null }>;
+  }
+
+  revokeApiKey(id: string, now = new Date()): boolean {
+    return this.#db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now.toISOString(), id).changes === 1;
+  }
+
+  /**
+   * Whether keys are in use: then every route but /healthz needs one. Revoked keys count, so that revoking the last
+   * key locks the server rather than opening it.
+   */
+  hasApiKeys(): boolean {
+    return this.#db.prepare('SELECT 1 FROM api_keys LIMIT 1').get() !== undefined;
+  }
+
   close(): void {
     this.#db.close();
   }
 }
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const scopedKey = (key: string, owner: string | null) => `${owner ?? '-'}:${key}`;
 
 function toJob(row: JobRow): Job {
   const { lease_expires_at: _lease, idempotency_key: _key, ...rest } = row;

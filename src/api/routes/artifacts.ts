@@ -35,7 +35,7 @@ export function registerArtifactRoutes(app: ZodApp, context: ApiContext): void {
     '/jobs/:id/artifacts.zip',
     { schema: { summary: 'Download the zipped workspace', params: jobIdParams, response: { 200: zipBody, 206: zipBody, 404: problem, 409: problem, 416: problem } } },
     async (request, reply) => {
-      const job = requireJob(context, request.params.id);
+      const job = requireJob(context, request);
       if (!finishedStatuses.includes(job.status)) throw conflict(`job ${job.id} is ${job.status}: the workspace is zipped when the job ends`);
       const file = context.jobs.paths(job.id).outputZip;
       const info = await stat(file).catch(() => undefined);

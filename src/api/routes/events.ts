@@ -31,7 +31,7 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request.params.id);
+      const job = requireJob(context, request);
       const header = request.headers['last-event-id'];
       const lastEventId = typeof header === 'string' && header !== '' ? Number(header) : undefined;
       if (lastEventId !== undefined && !(Number.isInteger(lastEventId) && lastEventId >= 0)) throw invalidRequest('Last-Event-ID must be a non-negative integer');

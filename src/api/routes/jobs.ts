@@ -9,9 +9,10 @@ import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, proble
 const problems = { 400: problem, 404: problem, 409: problem, 413: problem, 415: problem };
 
 /** Unknown and malformed ids are both "no such job". */
-export function requireJob(context: ApiContext, id: string): Job {
+export function requireJob(context: ApiContext, request: FastifyRequest<{ Params: { id: string } }>): Job {
+  const { id } = request.params;
   if (!isJobId(id)) throw notFound(`no job with id ${JSON.stringify(id)}: job ids look like job_01h...`);
-  return context.jobs.get(id);
+  return context.jobs.get(id, request.owner);
 }
 
 export function baseUrl(context: ApiContext, request: FastifyRequest): string {
@@ -69,7 +70,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
     async (request, reply) => {
       const key = request.headers['idempotency-key'];
       if (Array.isArray(key) || (key !== undefined && (key.length === 0 || key.length > 200))) throw invalidRequest('Idempotency-Key must be one value of 1 to 200 characters');
-      const { job, created } = await context.jobs.schedule(request.body, key);
+      const { job, created } = await context.jobs.schedule(request.body, key, request.owner);
       return reply
         .code(created ? 202 : 200)
         .header('location', `/jobs/${job.id}`)
@@ -78,27 +79,27 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
   );
 
   app.get('/status/:id', { schema: { summary: 'Job status', params: jobIdParams, response: { 200: statusResponse, 404: problem } } }, async (request) =>
-    statusView(requireJob(context, request.params.id), baseUrl(context, request)),
+    statusView(requireJob(context, request), baseUrl(context, request)),
   );
 
   app.get('/jobs', { schema: { summary: 'List jobs, newest first', querystring: listQuery, response: { 200: listResponse, 400: problem } } }, async (request) => {
     const { status, limit, cursor } = request.query;
     if (cursor !== undefined && !isJobId(cursor)) throw invalidRequest('cursor must be the next_cursor of a previous page');
-    const { jobs, nextCursor } = context.jobs.store.list({ status, limit, cursor });
+    const { jobs, nextCursor } = context.jobs.store.list({ status, limit, cursor, owner: request.owner });
     const base = baseUrl(context, request);
     return { jobs: jobs.map((job) => detailView(context, job, base)), next_cursor: nextCursor };
   });
 
   app.get('/jobs/:id', { schema: { summary: 'Job detail', params: jobIdParams, response: { 200: jobDetail, 404: problem } } }, async (request) =>
-    detailView(context, requireJob(context, request.params.id), baseUrl(context, request)),
+    detailView(context, requireJob(context, request), baseUrl(context, request)),
   );
 
   app.post(
     '/jobs/:id/cancel',
     { schema: { summary: 'Cancel a job', description: 'Stops the agent and the sandbox; the workspace so far is still zipped.', params: jobIdParams, response: { 202: cancelResponse, 404: problem, 409: problem } } },
     async (request, reply) => {
-      const job = requireJob(context, request.params.id);
-      const after = await context.jobs.cancel(job.id);
+      const job = requireJob(context, request);
+      const after = await context.jobs.cancel(job.id, request.owner);
       return reply.code(202).send({ job_id: after.id, status: after.status });
     },
   );

@@ -1,0 +1,98 @@
+// API keys against a real store and the real routes: local mode asks for nothing; once a key exists every route
+// but /healthz needs one, and a key sees only its own jobs.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { assertListenAllowed } from '../cli/serve.ts';
+import { loadConfig } from '../config.ts';
+import { JobService } from '../jobs/job-service.ts';
+import { JobStore } from '../jobs/job-store.ts';
+import { buildServer } from './server.ts';
+
+let dir: string;
+let store: JobStore;
+let app: FastifyInstance;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'workcell-auth-'));
+  const config = loadConfig({}, { dataDir: dir });
+  const logger = pino({ level: 'silent' });
+  store = new JobStore(dir);
+  app = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+});
+afterEach(async () => {
+  await app.close();
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const as = (token: string | undefined) => (token === undefined ? {} : { authorization: `Bearer ${token}` });
+const schedule = (token: string | undefined, task = 'x', headers: Record<string, string> = {}) =>
+  app.inject({ method: 'POST', url: '/schedule', payload: task, headers: { 'content-type': 'text/plain', ...as(token), ...headers } });
+
+describe('local mode (no keys)', () => {
+  it('asks for nothing', async () => {
+    expect((await schedule(undefined)).statusCode).toBe(202);
+    expect((await app.inject('/jobs')).statusCode).toBe(200);
+  });
+});
+
+describe('with API keys', () => {
+  it('needs a valid, unrevoked key on every route but /healthz', async () => {
+    const { id, token } = store.createApiKey('alice');
+    expect((await app.inject('/healthz')).statusCode).toBe(200);
+    for (const headers of [{}, as('nope'), as(`${token}x`), as(token.replace(/.$/, token.endsWith('A') ? 'B' : 'A')), { authorization: `Basic ${token}` }]) {
+      const response = await app.inject({ url: '/jobs', headers });
+      expect(response.statusCode).toBe(401);
+      expect(response.headers['www-authenticate']).toMatch(/Bearer/);
+      expect(response.headers['content-type']).toMatch(/problem\+json/);
+      expect(response.json<{ detail: string }>().detail).toMatch(/API key/);
+    }
+    expect((await app.inject('/openapi.json')).statusCode).toBe(401);
+    expect((await app.inject({ url: '/jobs', headers: as(token) })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/jobs', headers: { cookie: `other=1; workcell_token=${token}` } })).statusCode).toBe(200);
+    expect(store.revokeApiKey(id)).toBe(true);
+    expect((await app.inject({ url: '/jobs', headers: as(token) })).statusCode).toBe(401);
+  });
+
+  it('lets a key see only its own jobs; other jobs are not found', async () => {
+    const alice = store.createApiKey('alice').token;
+    const bob = store.createApiKey('bob').token;
+    const { job_id } = (await schedule(alice)).json<{ job_id: string }>();
+    for (const url of [`/status/${job_id}`, `/jobs/${job_id}`, `/jobs/${job_id}/events`, `/jobs/${job_id}/artifacts.zip`]) {
+      expect((await app.inject({ url, headers: as(bob) })).statusCode).toBe(404);
+    }
+    expect((await app.inject({ method: 'POST', url: `/jobs/${job_id}/cancel`, headers: as(bob) })).statusCode).toBe(404);
+    expect((await app.inject({ url: '/jobs', headers: as(bob) })).json()).toEqual({ jobs: [], next_cursor: null });
+    expect((await app.inject({ url: `/jobs/${job_id}`, headers: as(alice) })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/jobs', headers: as(alice) })).json<{ jobs: unknown[] }>().jobs).toHaveLength(1);
+    expect((await app.inject({ method: 'POST', url: `/jobs/${job_id}/cancel`, headers: as(alice) })).statusCode).toBe(202);
+  });
+
+  it('scopes idempotency keys to the API key', async () => {
+    const alice = store.createApiKey('alice').token;
+    const bob = store.createApiKey('bob').token;
+    const a = (await schedule(alice, 'a', { 'idempotency-key': 'same' })).json<{ job_id: string }>();
+    const b = await schedule(bob, 'b', { 'idempotency-key': 'same' });
+    expect(b.statusCode).toBe(202);
+    expect(b.json<{ job_id: string }>().job_id).not.toBe(a.job_id);
+  });
+
+  it('stores only a hash of the secret', async () => {
+    const { token } = store.createApiKey('alice');
+    const secret = token.split('_').slice(3).join('_');
+    const raw = (await import('node:fs')).readFileSync(join(dir, 'workcell.db'));
+    expect(raw.includes(Buffer.from(secret))).toBe(false);
+  });
+});
+
+describe('listening', () => {
+  it('refuses non-loopback addresses without keys and allows them with keys', () => {
+    for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) expect(() => assertListenAllowed(host, false)).not.toThrow();
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(() => assertListenAllowed(host, false)).toThrow(/keys create/);
+    expect(() => assertListenAllowed('0.0.0.0', true)).not.toThrow();
+  });
+});
