@@ -14,10 +14,16 @@ declare module 'fastify' {
 }
 
 export const tokenCookie = 'workcell_token';
+/** Where a browser may bring the key in the URL (a link to a job's desktop, Jupyter or terminal): groups job id, kind. */
+export const browserPath = /^\/jobs\/(job_[0-9a-z]{26})\/(desktop|jupyter|terminal)(\/|$|\?)/;
 const open = new Set(['/healthz']);
 
-/** The token a request carries: the Authorization header, else the cookie. */
-export function requestToken(request: Pick<FastifyRequest, 'headers'>): string | undefined {
+/** The token a request carries: the Authorization header, else the cookie, else (browser entry points only) `?access_token=`. */
+export function requestToken(request: Pick<FastifyRequest, 'headers'> & { url?: string }): string | undefined {
+  if (request.url !== undefined && browserPath.test(request.url)) {
+    const query = new URL(request.url, 'http://x').searchParams.get('access_token');
+    if (query !== null) return query;
+  }
   const header = request.headers.authorization;
   if (typeof header === 'string') {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -33,7 +39,7 @@ export function requestToken(request: Pick<FastifyRequest, 'headers'>): string |
 }
 
 /** Resolves a request's owner; undefined owner with `ok: true` means local mode. */
-export function authenticate(store: JobStore, request: Pick<FastifyRequest, 'headers'>): { ok: true; owner: string | undefined } | { ok: false; reason: string } {
+export function authenticate(store: JobStore, request: Pick<FastifyRequest, 'headers'> & { url?: string }): { ok: true; owner: string | undefined } | { ok: false; reason: string } {
   if (!store.hasApiKeys()) return { ok: true, owner: undefined };
   const token = requestToken(request);
   if (token === undefined) return { ok: false, reason: 'this server needs an API key: send Authorization: Bearer <key> (workcell keys create makes one; the CLI reads WORKCELL_API_KEY)' };

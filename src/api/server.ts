@@ -12,6 +12,7 @@ import { problem, sendProblem, toProblem } from './problem.ts';
 import { registerArtifactRoutes } from './routes/artifacts.ts';
 import { registerEventRoutes } from './routes/events.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
+import { attachUpgradeProxy, registerServiceRoutes } from './routes/services.ts';
 import { healthResponse } from './schemas.ts';
 
 export interface ApiContext {
@@ -61,5 +62,7 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
   registerJobRoutes(typed, context);
   registerEventRoutes(typed, context);
   registerArtifactRoutes(typed, context);
+  await registerServiceRoutes(app, context);
+  attachUpgradeProxy(app.server, context);
   return app;
 }

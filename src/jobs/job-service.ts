@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
+import type { Sandbox } from '../runtimes/types.ts';
 import { notFound, conflict, errorMessage } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
 import { zipWorkspace } from './artifacts.ts';
@@ -33,6 +34,7 @@ export class JobService {
   readonly #logger: Logger;
   readonly #validateModel: (spec: string) => void;
   #scheduler: Scheduler | undefined;
+  readonly #live = new Map<string, Sandbox>();
 
   constructor(options: { config: Config; store: JobStore; logger: Logger; validateModel?: (spec: string) => void }) {
     this.#config = options.config;
@@ -47,6 +49,17 @@ export class JobService {
 
   attachScheduler(scheduler: Scheduler): void {
     this.#scheduler = scheduler;
+  }
+
+  /** The sandbox of a job running in this process, for the desktop, Jupyter and terminal proxies. */
+  liveSandbox(jobId: string): Sandbox | undefined {
+    return this.#live.get(jobId);
+  }
+
+  /** Called by the job runner when a job's sandbox is ready (with the sandbox) and before it is destroyed (without). */
+  setLiveSandbox(jobId: string, sandbox: Sandbox | undefined): void {
+    if (sandbox === undefined) this.#live.delete(jobId);
+    else this.#live.set(jobId, sandbox);
   }
 
   paths(jobId: string) {

@@ -1,7 +1,9 @@
 // The worker's client for sandboxd: JSON over HTTP on a unix socket (bwrap) or a TCP address (later runtimes).
 // A sandboxd error (4xx/5xx with `{error: {code, message}}`) becomes a SandboxdError carrying that code, so the
 // tool layer can tell the model exactly what was wrong; a transport failure becomes a SandboxdError 'unreachable'.
-import { Agent, request } from 'node:http';
+import { Agent, request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { routes, errorResponse, type RouteName, type RouteRequest, type RouteResponse, type SandboxdErrorCode } from '../sandboxd/protocol.ts';
 
 export class SandboxdError extends Error {
@@ -55,16 +57,47 @@ export class SandboxdClient {
     this.#agent.destroy();
   }
 
+  /**
+   * Sends a request whose body is a stream and resolves with the raw response: for proxying people's requests to
+   * the sandbox's services (/v1/services/...). The caller owns the response stream.
+   */
+  forward(options: { method: string; path: string; headers: OutgoingHttpHeaders; body?: Readable; signal?: AbortSignal }): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = request({ ...this.#target(), agent: this.#agent, method: options.method, path: options.path, signal: options.signal, headers: { ...options.headers, authorization: `Bearer ${this.#token}` } }, resolve);
+      req.on('error', (error) => reject(new SandboxdError('unreachable', `cannot reach sandboxd: ${error.message}`, { cause: error })));
+      if (options.body) options.body.pipe(req);
+      else req.end();
+    });
+  }
+
+  /**
+   * Opens an HTTP upgrade (a websocket) to `path`. Resolves with the 101 response, its socket and the bytes that
+   * followed it; or, when sandboxd refused, with the refusal as a plain response (no socket).
+   */
+  upgrade(path: string, headers: OutgoingHttpHeaders): Promise<{ response: IncomingMessage; socket?: Socket; head?: Buffer }> {
+    return new Promise((resolve, reject) => {
+      // No agent: an upgraded socket leaves the pool for good.
+      const req = request({ ...this.#target(), method: 'GET', path, headers: { ...headers, connection: 'Upgrade', authorization: `Bearer ${this.#token}` } });
+      req.on('upgrade', (response, socket, head) => resolve({ response, socket, head }));
+      req.on('response', (response) => resolve({ response }));
+      req.on('error', (error) => reject(new SandboxdError('unreachable', `cannot reach sandboxd: ${error.message}`, { cause: error })));
+      req.end();
+    });
+  }
+
+  #target() {
+    return 'socketPath' in this.#address ? { socketPath: this.#address.socketPath } : { host: this.#address.host, port: this.#address.port };
+  }
+
   #post(path: string, body: unknown, signal: AbortSignal | undefined) {
     return this.#send('POST', path, JSON.stringify(body), signal);
   }
 
   #send(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<{ status: number; json: unknown }> {
     return new Promise((resolve, reject) => {
-      const target = 'socketPath' in this.#address ? { socketPath: this.#address.socketPath } : { host: this.#address.host, port: this.#address.port };
       const req = request(
         {
-          ...target,
+          ...this.#target(),
           agent: this.#agent,
           method,
           path,

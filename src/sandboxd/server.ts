@@ -3,12 +3,14 @@
 // with a short message (the stack goes to the log, never to the caller). Request bodies are capped and never
 // buffered past the cap.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { z } from 'zod';
 import { httpStatusFor, SandboxdToolError } from './errors.ts';
 import { WorkspaceFiles } from './files/file-tools.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { routes, type RouteName, type RouteResponse, type SandboxdErrorCode } from './protocol.ts';
+import { ServiceError, ServiceRegistry, servicePrefix } from './services.ts';
 import { BashSession, type BashSessionOptions } from './shell/bash-session.ts';
 
 /** Largest request body accepted (a 10 MiB file, JSON-escaped, fits). */
@@ -21,6 +23,8 @@ export interface SandboxdServerOptions {
   log?: Logger;
   /** Shell session settings other than its cwd (tests shorten the grace periods). */
   shell?: Omit<BashSessionOptions, 'cwd' | 'log'>;
+  /** Services proxied at /v1/services/<name>/ (HTTP and websockets). */
+  services?: ServiceRegistry;
 }
 
 export interface SandboxdServer {
@@ -118,6 +122,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
   const expectedToken = digest(options.token);
   const files = new WorkspaceFiles(workspaceRoot);
   const shell = new BashSession({ ...options.shell, cwd: workspaceRoot, log });
+  const services = options.services ?? new ServiceRegistry();
 
   const handlers: Handlers = {
     shellExec: (request, signal) => shell.exec({ command: request.command, timeoutMs: request.timeout_ms, signal }),
@@ -141,6 +146,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
       if (request.method !== 'GET') throw new HttpError(405, 'invalid_request', 'use GET /v1/health');
       return send(response, 200, { ok: true });
     }
+    if (path.startsWith(servicePrefix)) return services.proxyRequest(request, response);
     const name = routeByPath.get(path);
     if (name === undefined) throw new HttpError(404, 'not_found', `no route ${path}; the routes are ${[...routeByPath.keys()].join(', ')} and /v1/health`);
     if (request.method !== 'POST') throw new HttpError(405, 'invalid_request', `use POST ${path}`);
@@ -174,6 +180,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
           return send(response, error.status, { error: { code: error.code, message: error.message } });
         }
         if (error instanceof SandboxdToolError) return send(response, httpStatusFor(error.code), { error: { code: error.code, message: error.message } });
+        if (error instanceof ServiceError && !response.headersSent) return send(response, error.status, { error: { code: error.status === 404 ? 'not_found' : error.status === 400 ? 'invalid_request' : 'internal', message: error.message } });
         log.error('request failed', { path: request.url, error: error instanceof Error ? error.stack : String(error) });
         const message = error instanceof Error ? error.message.slice(0, 200) : 'unknown error';
         if (!response.headersSent) send(response, 500, { error: { code: 'internal', message: `sandboxd failed: ${message}` } });
@@ -182,6 +189,19 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
       .finally(() => {
         log.debug('request', { method: request.method, path: request.url, status: response.statusCode, duration_ms: Math.round(performance.now() - startedAt) });
       });
+  });
+
+  // Websockets to services (the noVNC desktop, Jupyter kernels): same token, then the sockets are spliced.
+  httpServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const reject = (status: number, message: string) => {
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${message}\n`);
+    };
+    if (!authorized(request)) return reject(401, 'missing or wrong bearer token');
+    if (!(request.url ?? '').startsWith(servicePrefix)) return reject(404, `websockets are served only under ${servicePrefix}`);
+    services.proxyUpgrade(request, socket, head).catch((error: unknown) => {
+      log.warn('service upgrade failed', { path: request.url, error: error instanceof Error ? error.message : String(error) });
+      reject(error instanceof ServiceError ? error.status : 502, error instanceof Error ? error.message : 'failed');
+    });
   });
 
   return {
