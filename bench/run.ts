@@ -7,14 +7,15 @@ import { loadConfig } from '../src/config.ts';
 import { BwrapRuntime } from '../src/runtimes/bwrap/bwrap-runtime.ts';
 import { createRuntimes } from '../src/runtimes/index.ts';
 import { benchSchedule } from './http-bench.ts';
+import { benchIsolation } from './isolation-bench.ts';
 import { describeMachine, markdownReport, type Report } from './report.ts';
 import { benchSandboxCreate, benchShellCall } from './sandbox-bench.ts';
 import type { Result } from './stats.ts';
 
 const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
 const sizes = flags.quick
-  ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000 }
-  : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000 };
+  ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000, isolationIterations: 5 }
+  : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000, isolationIterations: 20 };
 
 const interrupted = new AbortController();
 process.once('SIGINT', () => interrupted.abort(new Error('interrupted (SIGINT)')));
@@ -39,6 +40,8 @@ async function main(): Promise<Report> {
   results.push(...(await benchShellCall({ config, runtime, iterations: sizes.shellIterations, warmup: sizes.shellWarmup, signal, progress })));
   progress(`HTTP load, ${sizes.httpDurationMs / 1000} s each`);
   results.push(...(await benchSchedule({ connections: 16, durationMs: sizes.httpDurationMs, warmupMs: 500, signal, progress })));
+  progress(`isolation overhead, n=${sizes.isolationIterations}`);
+  results.push(...(await benchIsolation({ config, iterations: sizes.isolationIterations, signal, progress })));
   machine.loadAverage.end = describeMachine().loadAverage.start;
   return { machine, date, command, results };
 }

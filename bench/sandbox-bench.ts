@@ -66,7 +66,9 @@ export async function benchSandboxCreate(options: SandboxBenchOptions): Promise<
   const group = '1. sandbox create → sandboxd ready';
   const [bwrap, ...bwrapArgs] = await bareBwrapCommand(options.config);
   const createAndDestroy = async (root: string, index: number): Promise<number> => {
-    const spec = await sandboxSpec(root, index);
+    // With the default limits, as the server starts every sandbox (a cgroup, sized tmpfs; the seccomp filter always).
+    const { cpus, memoryMb, pids, diskMb } = options.config;
+    const spec = { ...(await sandboxSpec(root, index)), limits: { cpus, memoryMb, pids, diskMb } };
     const started = performance.now();
     const sandbox = await runtime.create(spec, signal);
     const elapsed = performance.now() - started;

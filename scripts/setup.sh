@@ -20,7 +20,11 @@ command -v apt-get >/dev/null || die "this script supports Debian and Ubuntu (ap
 packages=(
   bubblewrap debootstrap debian-archive-keyring util-linux passwd procps iproute2
   ca-certificates curl tar xz-utils python3 make g++
+  chromium   # the browser the web UI and noVNC tests drive (Playwright with executablePath /usr/bin/chromium)
 )
+# Docker, for image/Dockerfile's test, which starts dockerd itself when none is running (nothing here starts it).
+# Where Docker came some other way (docker-ce conflicts with docker.io), it is left alone.
+command -v dockerd >/dev/null || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -90,5 +94,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund
 fi
 log "sandbox rootfs"
+# The rootfs build installs npm packages inside the image: from this host's registry.
+export npm_config_registry="${npm_config_registry:-$registry/}"
 node src/cli/main.ts image build
 log "done: node $(node -v), npm $(npm -v); run the tests with: npm test"

@@ -3,6 +3,8 @@
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { errorMessage } from './errors.ts';
+import { mergeAllowLists } from './runtimes/network/allow-list.ts';
 
 const isRoot = process.getuid?.() === 0;
 const defaultDataDir = isRoot ? '/var/lib/workcell' : join(process.env.XDG_DATA_HOME || join(homedir(), '.local/share'), 'workcell');
@@ -27,6 +29,9 @@ export const configSchema = z.object({
   modelStream: boolean.default(true).describe('WORKCELL_MODEL_STREAM: stream model responses (true) or not'),
   modelMaxRetries: integer(0, 20).default(4).describe('WORKCELL_MODEL_MAX_RETRIES: retries on 429/5xx/network errors'),
   modelRetryBaseMs: integer(1, 600_000).default(1000).describe('WORKCELL_MODEL_RETRY_BASE_MS: first backoff delay, doubled each retry'),
+  contextWindow: integer(2048, 10_000_000).optional().describe("WORKCELL_CONTEXT_WINDOW: the model's context window in tokens, for every job that does not set context_window (default: known per model, 32768 for unknown models)"),
+  embeddingModel: z.string().min(1).optional().describe('WORKCELL_EMBEDDING_MODEL: provider:model for recall embeddings, e.g. openai:text-embedding-3-small or openai-compatible:nomic-embed-text (default: none, recall uses BM25 alone)'),
+  maxAttempts: integer(1, 100).default(3).describe('WORKCELL_MAX_ATTEMPTS: times a job is started before a dead worker ends it with error instead of resuming it'),
   scriptDir: z.string().optional().describe('WORKCELL_SCRIPT_DIR: folder from which jobs may pick script: models (unset: jobs may not)'),
   runtime: z.enum(['auto', ...runtimeNames]).default('auto').describe('WORKCELL_RUNTIME: default sandbox runtime'),
   imageDir: z.string().min(1).default(defaultImageDir).describe('WORKCELL_IMAGE_DIR: built rootfs images and the sandboxd bundle'),
@@ -35,6 +40,29 @@ export const configSchema = z.object({
   debianMirror: z.url().default('http://deb.debian.org/debian').describe('WORKCELL_DEBIAN_MIRROR: mirror for building the rootfs'),
   wallTimeS: integer(1, 7 * 24 * 3600).default(3600).describe('WORKCELL_WALL_TIME_S: default wall-clock limit per job'),
   maxSteps: integer(1, 100_000).default(200).describe('WORKCELL_MAX_STEPS: default model turns per job'),
+  cpus: z.coerce.number().min(0.01).max(1024).default(1).describe('WORKCELL_CPUS: default CPUs per sandbox (CFS quota; may be fractional, e.g. 0.5)'),
+  memoryMb: integer(32, 1 << 22).default(2048).describe('WORKCELL_MEMORY_MB: default memory per sandbox, MB (no swap; /tmp counts against it)'),
+  pids: integer(32, 1 << 22).default(512).describe('WORKCELL_PIDS: default processes and threads per sandbox'),
+  diskMb: integer(16, 1 << 24).default(4096).describe('WORKCELL_DISK_MB: default size of a job\'s workspace disk and of its /tmp, MB'),
+  idleTimeS: integer(1, 7 * 24 * 3600).default(600).describe('WORKCELL_IDLE_TIME_S: default time a job may go without an event before it is ended'),
+  unsafeNoLimits: boolean.default(false).describe('WORKCELL_UNSAFE_NO_LIMITS: run sandboxes without CPU, memory, pids and disk limits where the host cannot enforce them (not safe)'),
+  cgroupParent: z.string().regex(/^(\/[\w.@:-]+)+$/, 'an absolute path inside the cgroup hierarchy, e.g. /workcell').refine((path) => !path.split('/').includes('..'), 'no .. in the path').optional().describe('WORKCELL_CGROUP_PARENT: cgroup under which sandboxes get theirs (default: workcell in the server\'s own cgroup on v1, /workcell on v2)'),
+  networkAllow: z
+    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
+    .transform((list, context) => {
+      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
+      try {
+        return mergeAllowLists(entries);
+      } catch (error) {
+        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of host, host:port, *.domain or IP entries)` });
+        return z.NEVER;
+      }
+    })
+    .default([])
+    .describe('WORKCELL_NETWORK_ALLOW: destinations every job may reach through the egress proxy, comma-separated (host, host:port, *.domain, IP); added to each job\'s own network.allow (default: none)'),
+  networkJobPrivate: boolean
+    .optional()
+    .describe("WORKCELL_NETWORK_JOB_PRIVATE: may a job's own allow-list open private and loopback addresses it lists exactly (default: yes for jobs scheduled without an API key, no for API-key clients)"),
   maxBodyBytes: integer(1024, 1 << 30).default(1 << 20).describe('WORKCELL_MAX_BODY_BYTES: largest request body'),
   leaseMs: integer(1000, 3_600_000).default(30_000).describe('WORKCELL_LEASE_MS: a worker that misses heartbeats this long loses its job'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('WORKCELL_LOG_LEVEL'),
@@ -54,6 +82,9 @@ const envNames: Record<keyof Config, string> = {
   modelStream: 'WORKCELL_MODEL_STREAM',
   modelMaxRetries: 'WORKCELL_MODEL_MAX_RETRIES',
   modelRetryBaseMs: 'WORKCELL_MODEL_RETRY_BASE_MS',
+  contextWindow: 'WORKCELL_CONTEXT_WINDOW',
+  embeddingModel: 'WORKCELL_EMBEDDING_MODEL',
+  maxAttempts: 'WORKCELL_MAX_ATTEMPTS',
   scriptDir: 'WORKCELL_SCRIPT_DIR',
   runtime: 'WORKCELL_RUNTIME',
   imageDir: 'WORKCELL_IMAGE_DIR',
@@ -62,6 +93,15 @@ const envNames: Record<keyof Config, string> = {
   debianMirror: 'WORKCELL_DEBIAN_MIRROR',
   wallTimeS: 'WORKCELL_WALL_TIME_S',
   maxSteps: 'WORKCELL_MAX_STEPS',
+  cpus: 'WORKCELL_CPUS',
+  memoryMb: 'WORKCELL_MEMORY_MB',
+  pids: 'WORKCELL_PIDS',
+  diskMb: 'WORKCELL_DISK_MB',
+  idleTimeS: 'WORKCELL_IDLE_TIME_S',
+  unsafeNoLimits: 'WORKCELL_UNSAFE_NO_LIMITS',
+  cgroupParent: 'WORKCELL_CGROUP_PARENT',
+  networkAllow: 'WORKCELL_NETWORK_ALLOW',
+  networkJobPrivate: 'WORKCELL_NETWORK_JOB_PRIVATE',
   maxBodyBytes: 'WORKCELL_MAX_BODY_BYTES',
   leaseMs: 'WORKCELL_LEASE_MS',
   logLevel: 'WORKCELL_LOG_LEVEL',

@@ -1,9 +1,9 @@
 // The conversation of one job, in one structure: user messages (the task, nudges, later follow-ups), assistant
-// turns (text and tool calls) and tool results (whole). It holds exactly what the event log records, so it can be
-// rebuilt from a job's events (`historyFromEvents`) after a crash, and later be condensed under a token budget by
-// the context store. `toMessages()` renders it for the model: tool results cut to modelOutputMaxChars, and every
-// tool call answered (a call whose result was never recorded gets an "interrupted" result), since providers reject
-// a tool call without a result.
+// turns (text and tool calls) and tool results (whole), rebuilt from a job's events (`historyFromEvents`).
+// `toMessages()` renders all of it for the model: tool results cut to modelOutputMaxChars, and every tool call
+// answered (a call whose result was never recorded gets an "interrupted" result), since providers reject a tool call
+// without a result. The agent loop does not use it: its prompts are built under a token budget by
+// agent/context/prompt-builder.ts. This whole-history rendering is the baseline the tests and benchmarks compare with.
 import type { ModelMessage, ToolCallPart, ToolResultPart } from 'ai';
 import type { JobEvent } from '../jobs/event-log.ts';
 import { modelOutputMaxChars } from './tools/definitions.ts';

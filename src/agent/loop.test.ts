@@ -9,7 +9,7 @@ import { resolveModel } from './models/resolve-model.ts';
 import { ScriptModel, loadScript, parseScript } from './models/script-model.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { InMemorySandboxd, type ShellHandler } from './testing/in-memory-sandboxd.ts';
-import { MemoryEvents } from './testing/memory-events.ts';
+import { MemoryContext } from './testing/memory-context.ts';
 import { toolNames } from './tools/definitions.ts';
 
 const fixtures = join(import.meta.dirname, '../../test/fixtures/trajectories');
@@ -26,13 +26,15 @@ const pythonShell: ShellHandler = (command, sandbox) => {
 
 function setup(model: RunAgentOptions['model'], overrides: Partial<RunAgentOptions> = {}) {
   const sandbox = new InMemorySandboxd({ shell: pythonShell });
-  const events = new MemoryEvents();
+  const events = new MemoryContext();
   const options: RunAgentOptions = {
     jobId: 'job_test',
     task: 'Write hello.py that prints a greeting, run it, and keep notes.',
     model,
     client: sandbox,
     events,
+    context: events.store,
+    modelInfo: { contextWindow: 128_000, maxOutputTokens: 8192 },
     maxSteps: 20,
     stream: false,
     retry: { maxRetries: 3, baseMs: 1 },
@@ -91,7 +93,7 @@ describe('runAgent with the script model', () => {
         { call_id: 'script_1_1', name: 'write_file', args: { path: 'hello.py', content: 'print("Hello from workcell")\n' } },
         { call_id: 'script_1_2', name: 'write_file', args: { path: 'notes.txt', content: 'status: draft\n' } },
       ]);
-      expect(events.ofType('tool-call')[2]!.data).toEqual({ call_id: 'script_2_1', name: 'shell', args: { command: 'python3 hello.py' } });
+      expect(events.ofType('tool-call')[2]!.data).toEqual({ call_id: 'script_2_1', name: 'shell', args: { command: 'python3 hello.py' }, handle: 'step-2-call-1' });
       const shellResult = events.ofType('tool-result')[2]!.data;
       expect(shellResult).toMatchObject({ call_id: 'script_2_1', name: 'shell', is_error: false, output: 'exit code: 0\noutput:\nHello from workcell\n', omitted_chars: 0 });
       expect(shellResult.duration_ms).toEqual(expect.any(Number));

@@ -10,6 +10,7 @@ import { version } from '../version.ts';
 import { registerAuth } from './auth.ts';
 import { problem, sendProblem, toProblem } from './problem.ts';
 import { registerArtifactRoutes } from './routes/artifacts.ts';
+import { registerAuditRoutes } from './routes/audit.ts';
 import { registerEventRoutes } from './routes/events.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { attachUpgradeProxy, registerServiceRoutes } from './routes/services.ts';
@@ -62,6 +63,7 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
   registerJobRoutes(typed, context);
   registerEventRoutes(typed, context);
   registerArtifactRoutes(typed, context);
+  registerAuditRoutes(typed, context);
   await registerServiceRoutes(app, context);
   attachUpgradeProxy(app.server, context);
   return app;

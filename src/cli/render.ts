@@ -19,7 +19,12 @@ export function renderEvent(event: ServerEvent['data'], color = process.stdout.i
     case 'sandbox-ready':
       return `${time} sandbox ready: ${text(d.isolation ?? d.runtime)}`;
     case 'user-message':
-      return `${time} task: ${clip(text(d.text), 200)}`;
+      return `${time} ${d.source === 'client' ? 'message' : d.source === 'nudge' ? 'nudge' : 'task'}: ${clip(text(d.text), 200)}`;
+    case 'context-summary': {
+      const steps = Array.isArray(d.condensed_steps) ? ` steps ${text(d.condensed_steps[0])}-${text(d.condensed_steps[1])}` : '';
+      const how = d.method === 'model' ? (d.compressed ? 'summary compressed' : 'summarized') : 'condensed without a summary';
+      return `${time} ${dim(`context:${steps} ${how} (level ${text(d.level)})${d.error ? `: ${clip(text(d.error), 120)}` : ''}`)}`;
+    }
     case 'model-turn':
       return d.text ? `${time} ${bold(`step ${event.step}`)} ${clip(text(d.text), 300)}` : `${time} ${bold(`step ${event.step}`)}`;
     case 'model-retry':

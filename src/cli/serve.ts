@@ -7,6 +7,7 @@ import { JobService } from '../jobs/job-service.ts';
 import { JobStore } from '../jobs/job-store.ts';
 import { createJobRunner } from '../jobs/run-job.ts';
 import { Scheduler } from '../jobs/scheduler.ts';
+import { Watchdog } from '../jobs/watchdog.ts';
 import { createRuntimes } from '../runtimes/index.ts';
 import { createLogger } from '../util/logger.ts';
 import { resolveModel } from '../agent/models/resolve-model.ts';
@@ -56,9 +57,21 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     leaseMs: config.leaseMs,
     logger: logger.child({ workerId }),
     run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
-    onExpired: (job) => jobs.endJob(job, job.locked_by, { status: 'error', error: 'the worker running this job stopped (lease expired)' }),
+    onExpired: (job) => jobs.recoverExpired(job),
   });
   jobs.attachScheduler(scheduler);
+  const watchdog = new Watchdog({
+    getJob: (jobId) => store.get(jobId),
+    runningJobIds: () => scheduler.runningJobIds,
+    stopJob: (jobId, reason) => scheduler.stopJob(jobId, reason),
+    liveSandboxes: () => jobs.liveSandboxes(),
+    forgetSandbox: (jobId) => jobs.setLiveSandbox(jobId, undefined),
+    runtimes: [...runtimes.values()],
+    defaultIdleTimeS: config.idleTimeS,
+    logger: logger.child({ workerId, component: 'watchdog' }),
+  });
+  // What sandboxes of servers that died left behind goes before this server starts its own.
+  await watchdog.reapOrphans();
   const server = await buildServer({ config, jobs, logger });
   let url = '';
   if (options.listen ?? true) {
@@ -67,6 +80,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     await server.ready();
   }
   scheduler.start();
+  watchdog.start();
   return {
     config,
     server,
@@ -75,6 +89,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     url,
     async close() {
       await server.close();
+      watchdog.stop();
       await scheduler.stop();
       store.close();
     },

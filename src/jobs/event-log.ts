@@ -12,6 +12,7 @@ export const eventTypes = [
   'model-retry',
   'tool-call',
   'tool-result',
+  'context-summary',
   'log',
 ] as const;
 export type JobEventType = (typeof eventTypes)[number];
@@ -48,12 +49,38 @@ const migrations = [
      time TEXT NOT NULL,
      data TEXT NOT NULL
    )`,
+  // The context store (src/agent/context/context-store.ts) shares this database; its schema lives here so that one
+  // module owns every table of context.db. `tokens` and `chars` measure what the event adds to a prompt whole.
+  `ALTER TABLE events ADD COLUMN tokens INTEGER;
+   ALTER TABLE events ADD COLUMN chars INTEGER;
+   CREATE INDEX events_by_type ON events (type, seq)`,
+  // Chunks of tool outputs, files read and files written, tiling each text (no overlap) so that a handle's text can
+  // be read back in order; indexed for BM25 by FTS5 (external content: the text is stored once, in chunks).
+  `CREATE TABLE chunks (
+     id INTEGER PRIMARY KEY,
+     seq INTEGER NOT NULL,
+     step INTEGER NOT NULL,
+     handle TEXT NOT NULL,
+     source TEXT NOT NULL,
+     start_char INTEGER NOT NULL,
+     end_char INTEGER NOT NULL,
+     total_chars INTEGER NOT NULL,
+     text TEXT NOT NULL
+   );
+   CREATE INDEX chunks_by_handle ON chunks (handle, start_char);
+   CREATE VIRTUAL TABLE chunks_fts USING fts5 (text, content = 'chunks', content_rowid = 'id', tokenize = 'porter unicode61');
+   CREATE TABLE chunk_vectors (
+     chunk_id INTEGER PRIMARY KEY,
+     model TEXT NOT NULL,
+     vector BLOB NOT NULL
+   );
+   CREATE TABLE context_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
 ];
 
 export class EventLog implements EventSink {
   readonly jobId: string;
   readonly #db: Database.Database;
-  readonly #insert: Database.Statement<[string, number, string, string]>;
+  readonly #insert: Database.Statement<[string, number, string, string, number | null, number | null]>;
   readonly #after: Database.Statement<[number, number], { seq: number; type: JobEventType; step: number; time: string; data: string }>;
 
   constructor(jobId: string, dbPath: string, options: { readonly?: boolean } = {}) {
@@ -64,13 +91,14 @@ export class EventLog implements EventSink {
       this.#db.pragma('journal_mode = WAL');
       migrate(this.#db, migrations);
     }
-    this.#insert = this.#db.prepare('INSERT INTO events (type, step, time, data) VALUES (?, ?, ?, ?) RETURNING seq');
+    this.#insert = this.#db.prepare('INSERT INTO events (type, step, time, data, tokens, chars) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq');
     this.#after = this.#db.prepare('SELECT seq, type, step, time, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?');
   }
 
-  append(type: JobEventType, step: number, data: Record<string, unknown>): JobEvent {
+  /** `size`: what the event adds to a prompt, when the caller measured it (the context store does). */
+  append(type: JobEventType, step: number, data: Record<string, unknown>, size?: { tokens: number; chars: number }): JobEvent {
     const time = new Date().toISOString();
-    const row = this.#insert.get(type, step, time, JSON.stringify(data)) as { seq: number };
+    const row = this.#insert.get(type, step, time, JSON.stringify(data), size?.tokens ?? null, size?.chars ?? null) as { seq: number };
     const event: JobEvent = { seq: row.seq, job_id: this.jobId, type, step, time, data };
     bus.emit(this.jobId, event);
     return event;
@@ -79,6 +107,11 @@ export class EventLog implements EventSink {
   /** Events with seq greater than `afterSeq`, oldest first. */
   list(afterSeq = 0, limit = 1000): JobEvent[] {
     return this.#after.all(afterSeq, limit).map((row) => ({ ...row, job_id: this.jobId, data: JSON.parse(row.data) as Record<string, unknown> }));
+  }
+
+  /** The job's context.db, for the context store, which keeps its tables in it. */
+  get database(): Database.Database {
+    return this.#db;
   }
 
   close(): void {

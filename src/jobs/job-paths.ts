@@ -1,5 +1,5 @@
 // The layout of a job's directory (DESIGN.md §3): jobs/<id>/{input.txt, workspace/, logs/, context.db,
-// output.zip}. Only this module knows the names.
+// audit.jsonl, output.zip}, and workspace.ext4 while a job with a disk limit runs. Only this module knows the names.
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -7,9 +7,13 @@ export interface JobPaths {
   root: string;
   input: string;
   workspace: string;
+  /** The workspace's disk image while the job runs with a disk limit (jobs/workspace-disk.ts). */
+  workspaceImage: string;
   logs: string;
   contextDb: string;
   outputZip: string;
+  /** audit.jsonl: file operations and network connections (audit-log.ts). */
+  audit: string;
 }
 
 export function jobPaths(dataDir: string, jobId: string): JobPaths {
@@ -18,9 +22,11 @@ export function jobPaths(dataDir: string, jobId: string): JobPaths {
     root,
     input: join(root, 'input.txt'),
     workspace: join(root, 'workspace'),
+    workspaceImage: join(root, 'workspace.ext4'),
     logs: join(root, 'logs'),
     contextDb: join(root, 'context.db'),
     outputZip: join(root, 'output.zip'),
+    audit: join(root, 'audit.jsonl'),
   };
 }
 

@@ -10,8 +10,11 @@ import { notFound, conflict, errorMessage } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
 import { zipWorkspace } from './artifacts.ts';
 import { EventLog } from './event-log.ts';
+import { resolveJobLimits } from './job-limits.ts';
+import { jobNetworkFromRequest } from './job-network.ts';
 import { createJobDir, jobPaths } from './job-paths.ts';
-import type { Job, JobLimits, JobStore } from './job-store.ts';
+import { attachWorkspaceDisk, releaseWorkspaceDisk } from './workspace-disk.ts';
+import { finishedStatuses, type Job, type JobLimits, type JobStore } from './job-store.ts';
 import { JobStop, type Scheduler } from './scheduler.ts';
 
 export interface ScheduleInput {
@@ -20,6 +23,9 @@ export interface ScheduleInput {
   runtime?: string | undefined;
   limits?: Partial<JobLimits> | undefined;
   metadata?: Record<string, string> | undefined;
+  network?: { allow: string[] } | undefined;
+  /** The model's context window for this job, in tokens (overrides the server's and the model table's). */
+  context_window?: number | undefined;
 }
 
 export interface JobOutcome {
@@ -56,6 +62,11 @@ export class JobService {
     return this.#live.get(jobId);
   }
 
+  /** Every job's sandbox live in this process, by job id (the watchdog destroys those whose job is gone). */
+  liveSandboxes(): ReadonlyMap<string, Sandbox> {
+    return this.#live;
+  }
+
   /** Called by the job runner when a job's sandbox is ready (with the sandbox) and before it is destroyed (without). */
   setLiveSandbox(jobId: string, sandbox: Sandbox | undefined): void {
     if (sandbox === undefined) this.#live.delete(jobId);
@@ -82,6 +93,8 @@ export class JobService {
       if (existing) return { job: existing, created: false };
     }
     if (input.model !== undefined) this.#validateModel(input.model);
+    const limits = resolveJobLimits(this.#config, input.limits);
+    const network = jobNetworkFromRequest(this.#config, input.network?.allow, owner ?? null);
     const id = newJobId();
     const paths = this.paths(id);
     await createJobDir(paths, input.task);
@@ -96,14 +109,64 @@ export class JobService {
       task: input.task,
       model: input.model,
       runtime: input.runtime ?? this.#config.runtime,
-      limits: { wall_time_s: input.limits?.wall_time_s ?? this.#config.wallTimeS, max_steps: input.limits?.max_steps ?? this.#config.maxSteps },
+      limits,
       metadata: input.metadata,
       idempotencyKey,
       owner: owner ?? null,
+      network,
+      contextWindow: input.context_window,
     });
     if (!result.created) await rm(paths.root, { recursive: true, force: true }); // lost an idempotency race
     this.#scheduler?.wake();
     return result;
+  }
+
+  /**
+   * Records a follow-up instruction from the client as a user-message event: the agent reads it at its next step
+   * (every prompt is built from the job's store). Throws conflict once the job has ended.
+   */
+  postMessage(jobId: string, text: string, owner?: string): { seq: number } {
+    const job = this.get(jobId, owner);
+    if (finishedStatuses.includes(job.status)) throw conflict(`job ${jobId} has already ended (${job.status}): a message can no longer reach its agent; schedule a new job instead`);
+    const events = new EventLog(jobId, this.paths(jobId).contextDb);
+    try {
+      return { seq: events.append('user-message', job.steps, { text, source: 'client' }).seq };
+    } finally {
+      events.close();
+    }
+  }
+
+  /**
+   * A job whose worker died (its lease expired): resumed from its context store (back to pending, so that a worker
+   * claims it and rebuilds its prompt from the store) until it has been started max_attempts times, then ended
+   * with error. A job whose cancel was requested is ended as cancelled.
+   */
+  async recoverExpired(job: Job): Promise<void> {
+    if (job.cancel_requested) {
+      await this.endJob(job, job.locked_by, { status: 'cancelled', error: 'cancelled by request (its worker had stopped)' });
+      return;
+    }
+    if (this.requeue(job, job.locked_by, 'the worker running this job stopped (lease expired)')) return;
+    const attempts = job.attempts === 1 ? 'once' : `${job.attempts} times`;
+    await this.endJob(job, job.locked_by, { status: 'error', error: `the worker running this job stopped (lease expired) ${attempts}; not resumed again (WORKCELL_MAX_ATTEMPTS is ${this.#config.maxAttempts})` });
+  }
+
+  /**
+   * Puts a running job held by `lockedBy` back to pending, to resume from its context store, unless it has been
+   * started max_attempts times already. Returns whether it did.
+   */
+  requeue(job: Job, lockedBy: string | null, why: string): boolean {
+    const maxAttempts = this.#config.maxAttempts;
+    if (job.attempts >= maxAttempts || !this.#store.requeue(job.id, lockedBy)) return false;
+    this.#logger.warn({ jobId: job.id, attempts: job.attempts, maxAttempts }, `${why}: the job resumes from its context store`);
+    const events = new EventLog(job.id, this.paths(job.id).contextDb);
+    try {
+      events.append('job-status', job.steps, { status: 'pending', resume: true, reason: `${why}; it resumes from its last completed step (attempt ${job.attempts + 1} of ${maxAttempts})` });
+    } finally {
+      events.close();
+    }
+    this.#scheduler?.wake();
+    return true;
   }
 
   /** Cancels a job in any state but a finished one. Resolves once a pending job is fully ended. */
@@ -146,12 +209,20 @@ export class JobService {
 
   async #zip(jobId: string): Promise<void> {
     const paths = this.paths(jobId);
-    if (existsSync(paths.outputZip)) return;
-    try {
-      const result = await zipWorkspace(paths.workspace, paths.outputZip);
-      this.#logger.info({ jobId, entries: result.entries, bytes: result.bytes, skipped: result.skipped.length }, 'workspace zipped');
-    } catch (error) {
-      this.#logger.error({ jobId, err: error }, `zipping the workspace failed: ${errorMessage(error)}`);
+    const onDisk = existsSync(paths.workspaceImage);
+    if (!existsSync(paths.outputZip)) {
+      try {
+        // A workspace with a disk limit is on its image: zip that (mounted again if a restart lost the mount).
+        if (onDisk) await attachWorkspaceDisk(paths, 0);
+        const result = await zipWorkspace(paths.workspace, paths.outputZip);
+        this.#logger.info({ jobId, entries: result.entries, bytes: result.bytes, skipped: result.skipped.length }, 'workspace zipped');
+      } catch (error) {
+        this.#logger.error({ jobId, err: error }, `zipping the workspace failed: ${errorMessage(error)}`);
+      }
+    }
+    if (onDisk) {
+      // The sandbox is gone and the zip made: the workspace goes back to a plain directory.
+      await releaseWorkspaceDisk(paths).catch((error: unknown) => this.#logger.error({ jobId, err: error }, `releasing the workspace disk failed: ${errorMessage(error)}`));
     }
   }
 }

@@ -14,6 +14,18 @@ export const finishedStatuses: readonly JobStatus[] = ['complete', 'error', 'can
 export interface JobLimits {
   wall_time_s: number;
   max_steps: number;
+  // Resource limits (set on every job scheduled since they exist; older rows lack them: the server defaults apply).
+  cpus?: number;
+  memory_mb?: number;
+  pids?: number;
+  disk_mb?: number;
+  idle_time_s?: number;
+}
+
+/** What the job's sandbox used, measured by the runtime (cgroups) when it ended. */
+export interface ResourceUsage {
+  cpu_seconds?: number;
+  peak_memory_mb?: number;
 }
 
 export interface Job {
@@ -43,9 +55,20 @@ export interface Job {
   locked_by: string | null;
   /** The API key that created the job; null when the server ran without keys. */
   owner: string | null;
+  resource_usage: ResourceUsage | null;
+  /** The model context window the client set for this job (tokens); null: the server's or the model's. */
+  context_window: number | null;
+  /** The job's own egress allow-list (normalized); the server's WORKCELL_NETWORK_ALLOW is added when it runs. */
+  network: JobNetwork;
 }
 
-interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested'> {
+export interface JobNetwork {
+  allow: string[];
+}
+
+interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested' | 'resource_usage' | 'network'> {
+  resource_usage: string | null;
+  network: string | null;
   limits: string;
   metadata: string;
   cancel_requested: number;
@@ -89,6 +112,12 @@ const migrations = [
      created_at TEXT NOT NULL,
      revoked_at TEXT
    )`,
+  // What the sandbox used (JSON ResourceUsage), recorded when the job ends.
+  `ALTER TABLE jobs ADD COLUMN resource_usage TEXT`,
+  // The job's own egress allow-list (JSON JobNetwork); NULL: none.
+  `ALTER TABLE jobs ADD COLUMN network TEXT`,
+  // The context window the client set for the job's model (tokens); NULL: the server's or the model's own.
+  `ALTER TABLE jobs ADD COLUMN context_window INTEGER`,
 ];
 
 export interface NewJob {
@@ -100,6 +129,8 @@ export interface NewJob {
   metadata?: Record<string, string> | undefined;
   idempotencyKey?: string | undefined;
   owner?: string | null | undefined;
+  network?: JobNetwork | undefined;
+  contextWindow?: number | undefined;
 }
 
 export type CancelResult = 'cancelled' | 'requested' | 'already-finished';
@@ -126,8 +157,8 @@ export class JobStore {
       const id = input.id;
       this.#db
         .prepare(
-          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at, owner)
-           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at, owner, network, context_window)
+           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           id,
@@ -139,6 +170,8 @@ export class JobStore {
           input.idempotencyKey === undefined ? null : scopedKey(input.idempotencyKey, input.owner ?? null),
           now.toISOString(),
           input.owner ?? null,
+          input.network === undefined || input.network.allow.length === 0 ? null : JSON.stringify(input.network),
+          input.contextWindow ?? null,
         );
       return { job: this.get(id)!, created: true };
     })();
@@ -205,6 +238,11 @@ export class JobStore {
     this.#db.prepare(`UPDATE jobs SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...fields, id });
   }
 
+  /** Records what the job's sandbox used (CPU time, peak memory). */
+  recordResourceUsage(id: string, usage: ResourceUsage): void {
+    this.#db.prepare('UPDATE jobs SET resource_usage = ? WHERE id = ?').run(JSON.stringify(usage), id);
+  }
+
   /** Ends a job the worker holds (or any unclaimed job when workerId is null). No-op if it already ended. */
   finish(id: string, workerId: string | null, outcome: { status: 'complete' | 'error' | 'cancelled'; error?: string | undefined; summary?: string | undefined }, now = new Date()): boolean {
     const result = this.#db
@@ -228,6 +266,17 @@ export class JobStore {
       this.#db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
       return 'requested';
     })();
+  }
+
+  /**
+   * Puts a running job whose worker died back in the queue (it resumes from its context store); only if
+   * `lockedBy` still holds it, so that of several workers sweeping at once exactly one requeues it.
+   */
+  requeue(id: string, lockedBy: string | null): boolean {
+    const result = this.#db
+      .prepare(`UPDATE jobs SET status = 'pending', locked_by = NULL, lease_expires_at = NULL WHERE id = ? AND status = 'running' AND locked_by IS ?`)
+      .run(id, lockedBy);
+    return result.changes === 1;
   }
 
   /** Running jobs whose worker stopped renewing its lease. */
@@ -285,5 +334,7 @@ function toJob(row: JobRow): Job {
     limits: JSON.parse(row.limits) as JobLimits,
     metadata: JSON.parse(row.metadata) as Record<string, string>,
     cancel_requested: row.cancel_requested === 1,
+    resource_usage: row.resource_usage === null ? null : (JSON.parse(row.resource_usage) as ResourceUsage),
+    network: row.network === null ? { allow: [] } : (JSON.parse(row.network) as JobNetwork),
   };
 }

@@ -2,16 +2,26 @@
 // job whatever happens (the sandbox is destroyed first, then the workspace is zipped and the final status
 // recorded). Stops early on cancel, wall-time limit, shutdown or a lost lease (the AbortSignal's JobStop reason).
 import type { Logger } from 'pino';
+import { ContextStore } from '../agent/context/context-store.ts';
+import { resolveEmbedder } from '../agent/context/embeddings.ts';
+import { effectiveContextWindow, modelInfo } from '../agent/context/model-info.ts';
+import { estimateCounter, tiktokenCounter } from '../agent/context/tokens.ts';
 import { runAgent } from '../agent/loop.ts';
+import type { LimitWatch } from '../agent/tools/run-tool.ts';
 import { resolveModel } from '../agent/models/resolve-model.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, WorkcellError } from '../errors.ts';
 import { resolveRuntime, type Runtimes } from '../runtimes/index.ts';
 import type { Sandbox } from '../runtimes/types.ts';
 import { fileLogger } from '../util/logger.ts';
+import { AuditLog } from './audit-log.ts';
 import { EventLog, type EventSink } from './event-log.ts';
 import type { JobOutcome, JobService } from './job-service.ts';
+import { sandboxLimits } from './job-limits.ts';
+import { sandboxAllowRules } from './job-network.ts';
+import type { JobPaths } from './job-paths.ts';
 import type { Job } from './job-store.ts';
+import { attachWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
 import { JobStop, type JobRunner } from './scheduler.ts';
 
 export interface RunJobDeps {
@@ -45,24 +55,30 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   const log = fileLogger(config.logLevel, `${paths.logs}/orchestrator.log`, { jobId: job.id, workerId });
   const events = new EventLog(job.id, paths.contextDb);
   const wallTime = new AbortController();
+  // Wall time counts from the job's first start: a resumed job has only what is left of it.
+  const elapsedMs = job.started_at === null ? 0 : Math.max(0, Date.now() - Date.parse(job.started_at));
   const wallTimer = setTimeout(
     () => wallTime.abort(new JobStop('wall-time', `wall time limit (${job.limits.wall_time_s} s) exceeded`)),
-    job.limits.wall_time_s * 1000,
+    Math.max(0, job.limits.wall_time_s * 1000 - elapsedMs),
   );
   const stop = AbortSignal.any([signal, wallTime.signal]);
   let sandbox: Sandbox | undefined;
   let outcome: JobOutcome | undefined;
   let step = 0;
-  // Keep the job row's progress (steps, tokens) in step with the model turns as they are recorded.
+  // File operations and proxied connections, each with the step it belongs to (the step the sink last saw).
+  const audit = new AuditLog(paths.audit, { currentStep: () => step, logger: log.logger });
+  // The context store over the same database, once the model (and so its tokenizer) is known.
+  let context: ContextStore | undefined;
+  // Keep the job row's progress (steps, tokens) in step with the model turns (and summary calls) as they are recorded.
   const sink: EventSink = {
     append(type, eventStep, data) {
       step = Math.max(step, eventStep);
-      const event = events.append(type, eventStep, data);
-      if (type === 'model-turn') {
+      const event = (context ?? events).append(type, eventStep, data);
+      if (type === 'model-turn' || (type === 'context-summary' && data.usage !== undefined)) {
         const usage = (data.usage ?? {}) as { input_tokens?: number; output_tokens?: number };
         const current = jobs.store.get(job.id);
         jobs.store.update(job.id, {
-          steps: eventStep,
+          ...(type === 'model-turn' ? { steps: eventStep } : {}),
           input_tokens: (current?.input_tokens ?? 0) + (usage.input_tokens ?? 0),
           output_tokens: (current?.output_tokens ?? 0) + (usage.output_tokens ?? 0),
         });
@@ -72,16 +88,25 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   };
 
   try {
-    sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId });
+    sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId, ...(job.attempts > 1 ? { resumed: true } : {}) });
     const model = resolveModel(job.model ?? config.model, config, { fromJob: job.model !== null });
     jobs.store.update(job.id, { model_used: `${model.provider}:${model.modelId}` });
+    const info = modelInfo(model.provider, model.modelId);
+    const window = effectiveContextWindow(info, job.context_window, config.contextWindow);
+    const counter = info.encoding === undefined ? estimateCounter() : await tiktokenCounter(info.encoding);
+    context = new ContextStore(events, { counter, embedder: resolveEmbedder(config), logger: log.logger });
     const runtime = resolveRuntime(job.runtime, deps.runtimes);
     const started = performance.now();
-    const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs }, stop);
+    const limits = sandboxLimits(config, job.limits);
+    const workspaceDiskMb = await limitWorkspaceDisk(config, paths, limits.diskMb);
+    const network = { allow: sandboxAllowRules(config, job), onConnection: audit.network.bind(audit), currentStep: () => step };
+    const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs, limits, network }, stop);
     sandbox = created;
+    jobs.setLiveSandbox(job.id, created);
     const readyMs = Math.round(performance.now() - started);
-    jobs.store.update(job.id, { runtime_used: created.runtime, isolation: created.isolation });
-    sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation: created.isolation, ready_ms: readyMs });
+    const isolation = `${created.isolation}, ${workspaceDiskMb === undefined ? 'workspace disk NOT limited' : `workspace disk ${workspaceDiskMb} MB`}`;
+    jobs.store.update(job.id, { runtime_used: created.runtime, isolation });
+    sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation, ready_ms: readyMs });
     log.logger.info({ sandboxId: created.id, readyMs }, 'sandbox ready');
 
     const result = await runAgent({
@@ -89,7 +114,13 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       task: job.task,
       model: model.model,
       client: created.client,
+      limits: limitWatch(created, workspaceDiskMb),
+      onFileOperation: audit.file.bind(audit),
+      networkAllow: network.allow.map((rule) => rule.pattern),
       events: sink,
+      context,
+      modelInfo: { ...info, contextWindow: window },
+      summarize: model.provider !== 'script',
       maxSteps: job.limits.max_steps,
       stream: config.modelStream,
       retry: { maxRetries: config.modelMaxRetries, baseMs: config.modelRetryBaseMs },
@@ -107,12 +138,54 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   } finally {
     clearTimeout(wallTimer);
     if (sandbox) {
+      jobs.setLiveSandbox(job.id, undefined);
       await sandbox.destroy().catch((error: unknown) => log.logger.error({ err: error }, 'destroying the sandbox failed'));
       sandbox.client.close();
+      const usage = await sandbox.usage?.().catch(() => undefined);
+      if (usage !== undefined) {
+        jobs.store.recordResourceUsage(job.id, {
+          ...(usage.cpuSeconds === undefined ? {} : { cpu_seconds: Math.round(usage.cpuSeconds * 1000) / 1000 }),
+          ...(usage.peakMemoryBytes === undefined ? {} : { peak_memory_mb: Math.round((usage.peakMemoryBytes / (1024 * 1024)) * 10) / 10 }),
+        });
+      }
     }
+    // After the sandbox (and its egress proxy, which reports its last connections) is gone.
+    audit.close();
+    await context?.drain();
     events.close();
+    // A server shutting down leaves its jobs to resume on the next start (while attempts remain), not ended.
+    const shutdown = stop.aborted && stop.reason instanceof JobStop && stop.reason.kind === 'shutdown';
+    if (outcome && shutdown && jobs.requeue(jobs.store.get(job.id) ?? job, workerId, 'the server shut down while the job was running')) {
+      outcome = undefined;
+      // No mount outlives the server: the next start puts the workspace back on a disk of its own.
+      await releaseWorkspaceDisk(paths).catch((error: unknown) => log.logger.error({ err: error }, 'releasing the workspace disk failed'));
+    }
     if (outcome) await jobs.endJob(jobs.store.get(job.id) ?? job, workerId, outcome, step);
     log.logger.info({ status: outcome?.status ?? 'abandoned', error: outcome?.error }, 'job ended');
     log.close();
   }
+}
+
+/**
+ * Puts the workspace on a disk of its own, of the job's disk limit (jobs/workspace-disk.ts); endJob unmounts it after
+ * the zip. Returns the size, or undefined when the host cannot do it and the operator opted out of limits.
+ */
+async function limitWorkspaceDisk(config: Config, paths: JobPaths, diskMb: number): Promise<number | undefined> {
+  const problem = workspaceDiskUnavailable();
+  if (problem === undefined) {
+    await attachWorkspaceDisk(paths, diskMb);
+    return diskMb;
+  }
+  if (config.unsafeNoLimits) return undefined;
+  throw new WorkcellError('runtime_unavailable', `cannot limit the workspace's disk: ${problem}; or ${noDiskLimitHint}`);
+}
+
+/** What the tool plumbing needs to tell the agent about limits it ran into; undefined when the sandbox has none. */
+export function limitWatch(sandbox: Sandbox, workspaceDiskMb: number | undefined): LimitWatch | undefined {
+  if (sandbox.limits === undefined || sandbox.limitCounters === undefined) return undefined;
+  return {
+    limits: { ...sandbox.limits, workspaceDiskMb },
+    counters: () => sandbox.limitCounters!(),
+    ...(sandbox.stopProcesses === undefined ? {} : { stopProcesses: () => sandbox.stopProcesses!() }),
+  };
 }

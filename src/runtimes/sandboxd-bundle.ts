@@ -6,7 +6,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
+import { sandboxNativeModulesDir } from './image.ts';
 
 const entryPoint = fileURLToPath(new URL('../sandboxd/main.ts', import.meta.url));
 /** The repository root: esbuild names sources relative to it in comments, so the output is the same from any cwd. */
@@ -14,6 +15,23 @@ const repositoryRoot = fileURLToPath(new URL('../..', import.meta.url));
 
 // Bundled CommonJS dependencies call require(); ESM has none, so make one.
 const banner = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
+
+/**
+ * Native addons cannot go into the bundle (and one built on the host would not match the sandbox's glibc): the
+ * image builds them at sandboxNativeModulesDir (/usr/local/lib/workcell/node_modules, see image/README.md), and
+ * the bundle requires them from there at run time. `import ... from 'node-pty'` in sandboxd's source becomes such a
+ * require, evaluated when the importing module first runs; use `await import('node-pty')` to load it lazily.
+ */
+const nativeModulesPlugin: Plugin = {
+  name: 'workcell-native-modules',
+  setup(pluginBuild) {
+    pluginBuild.onResolve({ filter: /^node-pty$/ }, (args) => ({ path: args.path, namespace: 'workcell-native' }));
+    pluginBuild.onLoad({ filter: /.*/, namespace: 'workcell-native' }, (args) => ({
+      contents: `module.exports = require('node:module').createRequire(${JSON.stringify(`${sandboxNativeModulesDir}/`)})(${JSON.stringify(args.path)});`,
+      loader: 'js',
+    }));
+  },
+};
 
 const builds = new Map<string, Promise<string>>();
 
@@ -43,6 +61,7 @@ async function buildInto(outDir: string): Promise<string> {
     write: false,
     logLevel: 'silent',
     banner: { js: banner },
+    plugins: [nativeModulesPlugin],
   });
   const file = output.outputFiles[0];
   if (file === undefined) throw new Error('esbuild produced no output for src/sandboxd/main.ts');

@@ -1,6 +1,7 @@
 // The sandbox runtime interface. Every backend (runtimes/bwrap/, later docker/, microvm/, kubernetes/) implements
 // it; nothing outside runtimes/ asks which backend it has. A runtime turns a SandboxSpec into a running sandbox
 // whose sandboxd is reachable through a SandboxdClient.
+import type { NetworkPolicy } from './network/sandbox-egress.ts';
 import type { SandboxdClient } from './sandboxd-client.ts';
 
 export interface SandboxSpec {
@@ -10,6 +11,42 @@ export interface SandboxSpec {
   workspaceDir: string;
   /** Host directory for this sandbox's logs (sandbox.log is written here). */
   logDir: string;
+  /**
+   * Resource limits. The runtime enforces cpus, memory and pids, and sizes the sandbox's /tmp to diskMb; the
+   * workspace's disk limit is the caller's (jobs/workspace-disk.ts mounts it before create). Undefined only when the
+   * operator turned limits off (WORKCELL_UNSAFE_NO_LIMITS) and the host cannot enforce them.
+   */
+  limits?: SandboxLimits | undefined;
+  /**
+   * Egress. Absent or an empty allow-list: no network at all. Otherwise the sandbox reaches only the listed
+   * destinations, through an egress proxy the runtime runs on the host for this sandbox (runtimes/network/).
+   */
+  network?: NetworkPolicy | undefined;
+}
+
+export interface SandboxLimits {
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+  diskMb: number;
+}
+
+/** Cumulative counts of what the sandbox ran into, read on the host (the sandbox cannot forge them). */
+export interface LimitCounters {
+  /** Processes killed by the OOM killer at the memory limit. */
+  oomKills: number;
+  /** fork/clone calls refused at the pids limit. */
+  pidsRefused: number;
+  /** Processes and threads in the sandbox now. */
+  processes?: number | undefined;
+  /** Free bytes left to the sandbox in /workspace and /tmp, where known. */
+  workspaceFreeBytes?: number | undefined;
+  tmpFreeBytes?: number | undefined;
+}
+
+export interface SandboxUsage {
+  cpuSeconds?: number | undefined;
+  peakMemoryBytes?: number | undefined;
 }
 
 export interface SandboxInfo {
@@ -26,6 +63,17 @@ export interface Sandbox extends SandboxInfo {
   exited: Promise<{ code: number | null; signal: string | null }>;
   /** Stops every process of the sandbox and releases what it holds. Idempotent. */
   destroy(): Promise<void>;
+  /** The limits in effect (undefined: none could be applied; see SandboxSpec.limits). */
+  limits?: SandboxLimits | undefined;
+  /** The limit counters now; compare two readings to tell what a tool call ran into. */
+  limitCounters?(): Promise<LimitCounters>;
+  /** CPU time and peak memory of the sandbox so far (after destroy(): the final figures). */
+  usage?(): Promise<SandboxUsage>;
+  /**
+   * Kills every process the agent's commands started, leaving the sandbox's own machinery (sandboxd) running: how
+   * a sandbox stuck at its process limit is given back. Returns how many it killed.
+   */
+  stopProcesses?(): Promise<number>;
 }
 
 export interface RuntimeProbe {
@@ -38,4 +86,9 @@ export interface SandboxRuntime {
   readonly name: string;
   probe(): Promise<RuntimeProbe>;
   create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox>;
+  /**
+   * Finds what sandboxes of servers that are gone left behind (labelled processes, directories) and removes it,
+   * never touching a sandbox that is alive, whichever server runs it. Called at start-up and periodically.
+   */
+  reapOrphans?(): Promise<{ dirs: string[]; processes: number[] }>;
 }

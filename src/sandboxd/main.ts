@@ -1,19 +1,26 @@
 // sandboxd's entry point, run inside the sandbox as
 //   node sandboxd.mjs --socket /run/workcell/sandboxd.sock [--workspace /workspace]
 //   node sandboxd.mjs --listen HOST:PORT [--workspace /workspace]
-// The token arrives as the first line of stdin and stays in memory only (never env, argv or disk). Once listening,
+// plus, when the job may reach the network, --proxy-socket PATH --proxy-port PORT: bridge 127.0.0.1:PORT to the
+// worker's egress proxy on the unix socket PATH and point the shell's HTTP_PROXY and friends at it (proxy-bridge.ts);
+// and --label ID, which only labels the process (its command line) so the worker can find orphaned sandboxes.
+// The token arrives as the first line of stdin and stays in memory only (never env, argv or disk); where stdin cannot
+// carry it (a container started with `docker run -d` or by Kubernetes), --token-file PATH names a file whose first
+// line is the token, deleted as soon as it is read. Once listening,
 // sandboxd prints exactly one line on stdout, protocol.ts's readyLine, and nothing else ever goes there; logs are
 // JSON lines on stderr. SIGTERM or SIGINT: close the sessions (killing what they started) and exit 0.
-import { stat, unlink } from 'node:fs/promises';
+import { readFile, stat, unlink } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { z } from 'zod';
 import packageJson from '../../package.json' with { type: 'json' };
 import { listenOnSocket, listenOnTcp } from './listen.ts';
 import { createLogger } from './log.ts';
+import { proxyEnvironment, startProxyBridge, type ProxyBridge } from './proxy-bridge.ts';
 import type { readyLine } from './protocol.ts';
 import { createSandboxdServer } from './server.ts';
 
-const usage = 'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--log-level debug|info|warn|error] < token';
+const usage =
+  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
 
 /** Reads the first line of stdin (or all of it, when it has no newline) and stops reading. */
 function readToken(): Promise<string> {
@@ -44,12 +51,25 @@ function readToken(): Promise<string> {
   });
 }
 
+/**
+ * Reads the token from the first line of a file, then deletes the file so that nothing started in the sandbox later
+ * can read it. A file that cannot be deleted (a read-only mount, such as a Kubernetes secret) is used all the same.
+ */
+async function readTokenFile(path: string, log: ReturnType<typeof createLogger>): Promise<string> {
+  const text = await readFile(path, 'utf8');
+  await unlink(path).catch((error: unknown) =>
+    log.warn('the token file could not be deleted: it stays readable in the sandbox', { path, error: error instanceof Error ? error.message : String(error) }),
+  );
+  const newline = text.indexOf('\n');
+  return (newline === -1 ? text : text.slice(0, newline)).trim();
+}
+
 async function main(): Promise<void> {
   let log = createLogger();
   // Nothing but the ready line may reach stdout: route stray console output (from a dependency, say) to the log.
   console.log = console.info = console.debug = (...values: unknown[]) => log.info(values.map(String).join(' '), { console: true });
 
-  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string };
+  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string };
   try {
     const { values } = parseArgs({
       args: process.argv.slice(2),
@@ -58,6 +78,10 @@ async function main(): Promise<void> {
         listen: { type: 'string' },
         workspace: { type: 'string', default: '/workspace' },
         'log-level': { type: 'string', default: 'info' },
+        'proxy-socket': { type: 'string' },
+        'proxy-port': { type: 'string' },
+        label: { type: 'string' },
+        'token-file': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -65,6 +89,8 @@ async function main(): Promise<void> {
     options = values;
     if ((options.socket === undefined) === (options.listen === undefined)) throw new Error('give exactly one of --socket and --listen');
     if (!['debug', 'info', 'warn', 'error'].includes(options['log-level'])) throw new Error('--log-level is one of debug, info, warn, error');
+    if ((options['proxy-socket'] === undefined) !== (options['proxy-port'] === undefined)) throw new Error('give both --proxy-socket and --proxy-port, or neither');
+    if (options['proxy-port'] !== undefined && !/^\d{1,5}$/.test(options['proxy-port'])) throw new Error('--proxy-port is a TCP port number, e.g. 3128');
   } catch (error) {
     log.error(`${error instanceof Error ? error.message : String(error)}; ${usage}`);
     process.exit(2);
@@ -78,16 +104,29 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
-  const token = await readToken().catch((error: unknown) => {
-    log.error(`cannot read the token from stdin: ${error instanceof Error ? error.message : String(error)}`);
+  const tokenFile = options['token-file'];
+  const token = await (tokenFile === undefined ? readToken() : readTokenFile(tokenFile, log)).catch((error: unknown) => {
+    log.error(`cannot read the token from ${tokenFile ?? 'stdin'}: ${error instanceof Error ? error.message : String(error)}`);
     return '';
   });
   if (token === '') {
-    log.error(`no token: write the token as the first line of stdin; ${usage}`);
+    log.error(`no token: write the token as the first line of ${tokenFile ?? 'stdin'}; ${usage}`);
     process.exit(2);
   }
 
-  const sandboxd = createSandboxdServer({ token, workspaceRoot: options.workspace, log: log });
+  // The bridge to the egress proxy, before the shell exists: its environment points at the bridge.
+  let bridge: ProxyBridge | undefined;
+  if (options['proxy-socket'] !== undefined) {
+    try {
+      if (!(await stat(options['proxy-socket'])).isSocket()) throw new Error('not a socket');
+      bridge = await startProxyBridge({ socketPath: options['proxy-socket'], port: Number(options['proxy-port']), log });
+    } catch (error) {
+      log.error(`cannot bridge to the egress proxy ${options['proxy-socket']}: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    }
+  }
+
+  const sandboxd = createSandboxdServer({ token, workspaceRoot: options.workspace, log: log, ...(bridge === undefined ? {} : { shell: { env: proxyEnvironment(bridge.port) } }) });
   let port: number | undefined;
   try {
     if (options.socket !== undefined) await listenOnSocket(sandboxd.httpServer, options.socket);
@@ -104,6 +143,7 @@ async function main(): Promise<void> {
     log.info('stopping', { signal });
     try {
       await sandboxd.close();
+      await bridge?.close();
       if (options.socket !== undefined) await unlink(options.socket).catch(() => {});
     } finally {
       process.exit(0);
@@ -114,7 +154,7 @@ async function main(): Promise<void> {
 
   const ready: z.input<typeof readyLine> = { ready: true, pid: process.pid, version: packageJson.version, ...(port === undefined ? {} : { port }) };
   process.stdout.write(`${JSON.stringify(ready)}\n`);
-  log.info('listening', { socket: options.socket, listen: options.listen, port, workspace: options.workspace, version: packageJson.version });
+  log.info('listening', { socket: options.socket, listen: options.listen, port, workspace: options.workspace, proxy_port: bridge?.port, label: options.label, version: packageJson.version });
 }
 
 process.on('uncaughtException', (error) => {

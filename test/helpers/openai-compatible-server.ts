@@ -3,6 +3,9 @@
 // function decides each reply: an assistant turn (text and/or tool calls, sent as SSE chunks when the request asks
 // for `stream: true`, else as one JSON body), a raw HTTP response (to inject 429s and 500s with headers), or a
 // dropped connection (a network error). Every request is recorded, parsed, so tests can inspect what was sent.
+// With `countTokens`, every chat request is also measured the way OpenAI counts a chat prompt (each message's
+// fields plus framing, and the tool definitions), and that count is what the reply reports as prompt_tokens. With
+// `embed`, it also serves `POST /v1/embeddings` with the vectors that function gives.
 // Test-only: it listens on loopback, port 0, and must be closed by the test that starts it.
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +16,33 @@ export interface RecordedRequest {
   path: string;
   headers: IncomingHttpHeaders;
   body: ChatCompletionRequestBody;
+  /** The prompt's tokens, when the server was started with countTokens. */
+  promptTokens?: number;
+}
+
+export interface ServerOptions {
+  /** Measures each chat request (see measurePrompt) and reports the count as the reply's prompt_tokens. */
+  countTokens?: (text: string) => number;
+  /** Serves POST /v1/embeddings: the vector for each input. */
+  embed?: (input: string) => number[];
+}
+
+/**
+ * A chat request's prompt tokens as OpenAI counts them: 3 per message plus every string field in it (role,
+ * content or its text parts, tool calls' ids, names and argument text, tool_call_id), 3 to prime the reply, and the
+ * tool definitions as JSON. The same tokenizer the server under test uses makes the numbers comparable.
+ */
+export function measurePrompt(body: ChatCompletionRequestBody, countTokens: (text: string) => number): number {
+  const strings = (value: unknown): string[] => {
+    if (typeof value === 'string') return [value];
+    if (Array.isArray(value)) return value.flatMap(strings);
+    if (typeof value === 'object' && value !== null) return Object.values(value).flatMap(strings);
+    return [];
+  };
+  let total = 3;
+  for (const message of body.messages ?? []) total += 3 + strings(message).reduce((sum, text) => sum + countTokens(text), 0);
+  if (body.tools !== undefined && body.tools.length > 0) total += countTokens(JSON.stringify(body.tools));
+  return total;
 }
 
 /** The parts of an OpenAI chat-completions request body that tests look at. */
@@ -65,7 +95,7 @@ export function scriptedReplies(replies: Reply[]): ReplyPolicy {
     replies[index] ?? { status: 500, body: { error: { message: `fake server: no reply scripted for request ${index}`, type: 'server_error' } } };
 }
 
-export async function startOpenAICompatibleServer(policy: ReplyPolicy): Promise<OpenAICompatibleServer> {
+export async function startOpenAICompatibleServer(policy: ReplyPolicy, options: ServerOptions = {}): Promise<OpenAICompatibleServer> {
   const requests: RecordedRequest[] = [];
   let counter = 0;
 
@@ -74,6 +104,22 @@ export async function startOpenAICompatibleServer(policy: ReplyPolicy): Promise<
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const path = (req.url ?? '/').split('?')[0] ?? '/';
+      if (req.method === 'POST' && path === '/v1/embeddings' && options.embed !== undefined) {
+        const embed = options.embed;
+        try {
+          const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { input: string | string[]; model?: string };
+          const inputs = Array.isArray(body.input) ? body.input : [body.input];
+          sendJson(res, 200, {
+            object: 'list',
+            data: inputs.map((input, index) => ({ object: 'embedding', index, embedding: embed(input) })),
+            model: body.model ?? 'fake-embedding',
+            usage: { prompt_tokens: inputs.length, total_tokens: inputs.length },
+          });
+        } catch (error) {
+          sendJson(res, 400, { error: { message: `fake server: bad embeddings request: ${String(error)}`, type: 'invalid_request_error' } });
+        }
+        return;
+      }
       if (req.method !== 'POST' || path !== '/v1/chat/completions') {
         sendJson(res, 404, { error: { message: `fake server: no route ${req.method} ${path}`, type: 'invalid_request_error' } });
         return;
@@ -86,7 +132,7 @@ export async function startOpenAICompatibleServer(policy: ReplyPolicy): Promise<
         sendJson(res, 400, { error: { message: 'fake server: request body is not JSON', type: 'invalid_request_error' } });
         return;
       }
-      const recorded: RecordedRequest = { method: req.method, path, headers: req.headers, body };
+      const recorded: RecordedRequest = { method: req.method, path, headers: req.headers, body, ...(options.countTokens ? { promptTokens: measurePrompt(body, options.countTokens) } : {}) };
       requests.push(recorded);
       const index = counter++;
       Promise.resolve()
@@ -134,7 +180,7 @@ function respond(res: ServerResponse, request: RecordedRequest, reply: Reply, in
   }));
   const finishReason = reply.finish_reason ?? (toolCalls.length > 0 ? 'tool_calls' : 'stop');
   const completionTokens = reply.usage?.completion_tokens ?? Math.max(1, Math.ceil((JSON.stringify(toolCalls).length + (reply.text ?? '').length) / 4));
-  const promptTokens = reply.usage?.prompt_tokens ?? Math.max(1, Math.ceil(JSON.stringify(request.body.messages ?? []).length / 4));
+  const promptTokens = reply.usage?.prompt_tokens ?? request.promptTokens ?? Math.max(1, Math.ceil(JSON.stringify(request.body.messages ?? []).length / 4));
   const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
 
   if (request.body.stream !== true) {

@@ -5,8 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.ts';
+import { attachWorkspaceDisk, releaseWorkspaceDisk } from '../../src/jobs/workspace-disk.ts';
 import { BwrapRuntime, pidNamespaceMembers, type BwrapSandbox } from '../../src/runtimes/bwrap/bwrap-runtime.ts';
+import type { NetworkPolicy } from '../../src/runtimes/network/sandbox-egress.ts';
 import { sandboxdBundle } from '../../src/runtimes/sandboxd-bundle.ts';
+import type { SandboxLimits } from '../../src/runtimes/types.ts';
 import type { RouteResponse } from '../../src/sandboxd/protocol.ts';
 
 export interface SandboxFixture {
@@ -26,17 +29,38 @@ export function testRuntime(config: Config = loadConfig()): BwrapRuntime {
   return new BwrapRuntime({ config, sandboxdBundlePath: () => sandboxdBundle(join(config.imageDir, 'sandboxd')) });
 }
 
-export async function createSandboxFixture(options: { runtime?: BwrapRuntime; jobId?: string } = {}): Promise<SandboxFixture> {
+export interface SandboxFixtureOptions {
+  runtime?: BwrapRuntime;
+  jobId?: string;
+  network?: NetworkPolicy;
+  /** Resource limits over the configuration's defaults (limits are always on, as in a job). */
+  limits?: Partial<SandboxLimits>;
+  /** Put the workspace on a disk of this many MB, as a job does (needs root). */
+  workspaceDiskMb?: number;
+}
+
+export async function createSandboxFixture(options: SandboxFixtureOptions = {}): Promise<SandboxFixture> {
   const root = await mkdtemp(join(tmpdir(), 'workcell-test-'));
   // The sandbox user must be able to reach the workspace through the temporary directory.
   await chmod(root, 0o711);
   const workspace = join(root, 'workspace');
+  const diskPaths = { workspace, workspaceImage: join(root, 'workspace.ext4') };
   const logDir = join(root, 'logs');
   await mkdir(workspace);
+  const config = loadConfig();
+  const limits: SandboxLimits = { cpus: config.cpus, memoryMb: config.memoryMb, pids: config.pids, diskMb: config.diskMb, ...options.limits };
   let sandbox: BwrapSandbox;
   try {
-    sandbox = await (options.runtime ?? testRuntime()).create({ jobId: options.jobId ?? 'job_test', workspaceDir: workspace, logDir });
+    if (options.workspaceDiskMb !== undefined) await attachWorkspaceDisk(diskPaths, options.workspaceDiskMb);
+    sandbox = await (options.runtime ?? testRuntime()).create({
+      jobId: options.jobId ?? 'job_test',
+      workspaceDir: workspace,
+      logDir,
+      limits,
+      ...(options.network === undefined ? {} : { network: options.network }),
+    });
   } catch (error) {
+    await releaseWorkspaceDisk(diskPaths).catch(() => undefined);
     await rm(root, { recursive: true, force: true });
     throw error;
   }
@@ -51,6 +75,7 @@ export async function createSandboxFixture(options: { runtime?: BwrapRuntime; jo
         try {
           await sandbox.destroy();
         } finally {
+          await releaseWorkspaceDisk(diskPaths).catch(() => undefined);
           await rm(root, { recursive: true, force: true });
         }
       })()),

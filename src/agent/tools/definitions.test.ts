@@ -18,6 +18,7 @@ describe('tool definitions', () => {
       edit_file: { properties: ['new_string', 'old_string', 'path'], required: ['new_string', 'old_string', 'path'] },
       list_files: { properties: ['path'], required: [] },
       delete_file: { properties: ['path'], required: ['path'] },
+      recall: { properties: ['limit', 'query'], required: ['query'] },
       finish: { properties: ['summary'], required: ['summary'] },
     });
   });

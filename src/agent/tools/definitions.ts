@@ -26,7 +26,8 @@ export const toolDefinitions = {
       `Each call waits for the command to finish or for timeout_ms (default ${shellDefaultTimeoutMs} ms, at most ${shellMaxTimeoutMs} ms). On timeout the command is interrupted with Ctrl-C and you get the output so far; if Ctrl-C does not end it, the session is restarted and the working directory and environment are reset (the result says so).`,
       'Do not run commands that wait for input or never exit (servers, watchers, `tail -f`, editors, pagers) in the foreground: start long-running processes in the background with `nohup CMD > log.txt 2>&1 &` and check on them later. Pass non-interactive flags (`-y`, `--yes`) and set PAGER=cat where a tool would prompt or page.',
       `Output longer than ${modelOutputMaxChars} characters is cut in the middle: you see the beginning and the end, with a note of how much was left out. Redirect large output to a file and inspect it with grep, head, tail or sed -n.`,
-      'A non-zero exit code is reported as a result, not as an error. The sandbox has no network access: package installs from the internet (pip, npm, apt) fail.',
+      'A non-zero exit code is reported as a result, not as an error. The sandbox has no network access unless your instructions list destinations it may reach (through HTTP_PROXY): package installs from anywhere else (pip, npm, apt) fail.',
+      'The sandbox has limits on memory, processes, CPU and disk (/workspace and /tmp): a command that runs into one fails (killed, fork refused, no space left), and the result ends with a [limit] note saying which limit it was.',
     ].join('\n'),
     inputSchema: z.strictObject({
       command: z.string().min(1).max(1_000_000).describe('The bash command line to run, e.g. "python3 -m pytest -q". May span several lines.'),
@@ -85,6 +86,19 @@ export const toolDefinitions = {
       'Deletion is permanent. Deleting /workspace itself or anything outside it is refused; a missing path gives not_found.',
     ].join('\n'),
     inputSchema: z.strictObject({ path: workspacePath.describe('Path of the file or directory to delete, relative to /workspace.') }),
+  },
+  recall: {
+    description: [
+      "Search your own history in this job and return the best-matching passages, each with the step it came from, its source (the command, or the file read or written) and its handle. The history holds everything: every command and its whole output, every file you read or wrote (as it was then), and your own notes.",
+      'Your prompt shows only the task, the user\'s instructions, a summary of older steps and the most recent steps: older outputs are masked and long outputs are cut, each marked with a handle such as "handle:step-12-call-3". Use recall when you need something from earlier that is no longer in view (a value, an error message, what a command printed, what a file contained) instead of running the command again.',
+      'query: words to look for, e.g. "database port" or "TypeError parse_args". Passages are ranked by BM25 keyword relevance (plus meaning similarity when the server has embeddings): exact identifiers, file names and error text work best.',
+      'query "handle:<handle>" reads the stored output (or long argument) with that handle itself, one page at a time, from where your prompt cut it; each page ends by saying how to read the next one, e.g. "handle:step-12-call-3@24000" starts at character 24000.',
+      'recall reads the record of the past, not the current state: for a file as it is now, use read_file. It runs outside the sandbox and changes nothing.',
+    ].join('\n'),
+    inputSchema: z.strictObject({
+      query: z.string().min(1).max(2000).describe('Words to search for, or "handle:<handle>" (optionally "@<character offset>") to read a stored output.'),
+      limit: z.number().int().min(1).max(20).optional().describe('How many passages to return (default 5, at most 20). Ignored for handle: queries.'),
+    }),
   },
   finish: {
     description: [

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { SandboxdError } from '../../runtimes/sandboxd-client.ts';
 import { InMemorySandboxd } from '../testing/in-memory-sandboxd.ts';
 import { modelOutputMaxChars } from './definitions.ts';
-import { runTool, truncateMiddle, type SandboxdCaller } from './run-tool.ts';
+import type { LimitCounters } from '../../runtimes/types.ts';
+import { runTool, truncateMiddle, type LimitWatch, type SandboxdCaller } from './run-tool.ts';
 
 const signal = new AbortController().signal;
 
@@ -35,7 +36,7 @@ describe('runTool', () => {
     const result = await runTool(new InMemorySandboxd(), { name: 'run_python', input: {} }, { signal });
     expect(result.isError).toBe(true);
     expect(result.output).toMatch(/Unknown tool "run_python"/);
-    expect(result.output).toMatch(/shell, read_file, write_file, edit_file, list_files, delete_file, finish/);
+    expect(result.output).toMatch(/shell, read_file, write_file, edit_file, list_files, delete_file, recall, finish/);
   });
 
   it('answers arguments that fail the schema with what to fix', async () => {
@@ -133,5 +134,99 @@ describe('truncateMiddle', () => {
     const { text } = truncateMiddle('😀😀😀😀😀😀', 5);
     expect(text).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])/);
     expect(text).not.toMatch(/(?<![\ud800-\udbff])[\udc00-\udfff]/);
+  });
+});
+
+describe('limit notes', () => {
+  const megabyte = 1024 * 1024;
+  const calm: LimitCounters = { oomKills: 0, pidsRefused: 0, processes: 5, workspaceFreeBytes: 500 * megabyte, tmpFreeBytes: 100 * megabyte };
+
+  /** A watch whose counters move from `before` to `after` during the call (the first reading is taken before it). */
+  function watch(after: Partial<LimitCounters>, options: { before?: Partial<LimitCounters>; workspaceDiskMb?: number } = {}) {
+    const readings = [{ ...calm, ...options.before }, { ...calm, ...after }];
+    let stopped = 0;
+    const limitWatch: LimitWatch = {
+      limits: { memoryMb: 512, pids: 100, diskMb: 128, workspaceDiskMb: options.workspaceDiskMb },
+      counters: async () => readings.shift() ?? { ...calm, ...after },
+      stopProcesses: async () => {
+        stopped++;
+        return 42;
+      },
+    };
+    return { limitWatch, stopped: () => stopped };
+  }
+  const shell = (output: string, limits: LimitWatch) =>
+    runTool(new InMemorySandboxd({ shell: () => ({ output, exit_code: 1 }) }), { name: 'shell', input: { command: 'x' } }, { signal, limits });
+
+  it('says nothing when no limit was hit', async () => {
+    const result = await shell('fine\n', watch({}).limitWatch);
+    expect(result.limitsHit).toBeUndefined();
+    expect(result.output).not.toContain('[limit]');
+  });
+
+  it('names the memory limit when the OOM killer struck during the call', async () => {
+    const result = await shell('Killed\n', watch({ oomKills: 1 }).limitWatch);
+    expect(result.limitsHit).toEqual(['memory']);
+    expect(result.output).toMatch(/Killed\n\n\n\[limit\] a process was killed: the sandbox's memory limit \(512 MB\) was reached\./);
+    expect(result.modelOutput).toContain('[limit]');
+    expect((await shell('', watch({ oomKills: 3 }).limitWatch)).output).toContain('3 processes were killed');
+  });
+
+  it('names the process limit, and stops the processes only when the sandbox is still crowded', async () => {
+    const burst = watch({ pidsRefused: 1, processes: 10 });
+    const passing = await shell('fork: retry', burst.limitWatch);
+    expect(passing.limitsHit).toEqual(['pids']);
+    expect(passing.output).toContain("[limit] fork failed: the sandbox's process limit (100 processes and threads) was reached. Run fewer");
+    expect(burst.stopped()).toBe(0);
+    const bomb = watch({ pidsRefused: 900, processes: 99 });
+    const stuck = await shell('fork: retry', bomb.limitWatch);
+    expect(stuck.output).toMatch(/still at the limit, so every process your commands started \(42\) was stopped/);
+    expect(bomb.stopped()).toBe(1);
+  });
+
+  it('names a full disk when the call filled it or ran into it, not on every later call', async () => {
+    const filled = await shell('', watch({ workspaceFreeBytes: 0 }, { workspaceDiskMb: 1024 }).limitWatch);
+    expect(filled.limitsHit).toEqual(['workspace_disk']);
+    expect(filled.output).toContain('[limit] no space left: the workspace disk limit (1024 MB) is full.');
+    const stillFull = { workspaceFreeBytes: 0, tmpFreeBytes: 0 };
+    expect((await shell('ok\n', watch(stillFull, { before: stillFull, workspaceDiskMb: 1024 }).limitWatch)).limitsHit).toBeUndefined();
+    const again = await shell('cp: error writing: No space left on device\n', watch(stillFull, { before: stillFull, workspaceDiskMb: 1024 }).limitWatch);
+    expect(again.limitsHit).toEqual(['workspace_disk', 'tmp_disk']);
+    expect(again.output).toContain('[limit] no space left: /tmp is full (its limit is 128 MB).');
+    // Without a disk of its own, a workspace is not reported against a limit it does not have.
+    expect((await shell('', watch({ workspaceFreeBytes: 0 }).limitWatch)).limitsHit).toBeUndefined();
+  });
+
+  it('leaves finish alone and survives counters that cannot be read', async () => {
+    const broken: LimitWatch = { limits: { memoryMb: 1, pids: 1, diskMb: 1 }, counters: () => Promise.reject(new Error('gone')) };
+    expect((await shell('out\n', broken)).output).toBe('exit code: 1\noutput:\nout\n');
+    const finish = await runTool(new InMemorySandboxd(), { name: 'finish', input: { summary: 'done' } }, { signal, limits: watch({ oomKills: 5 }).limitWatch });
+    expect(finish.limitsHit).toBeUndefined();
+  });
+});
+
+describe('file operations for the audit log', () => {
+  it('reports each file tool call that reached sandboxd, refused ones with their error code, and nothing else', async () => {
+    const sandbox = new InMemorySandboxd();
+    const seen: unknown[] = [];
+    const options = { signal, onFileOperation: (operation: unknown) => seen.push(operation) };
+    await runTool(sandbox, { name: 'write_file', input: { path: 'a.txt', content: 'x' } }, options);
+    await runTool(sandbox, { name: 'read_file', input: { path: 'a.txt' } }, options);
+    await runTool(sandbox, { name: 'edit_file', input: { path: 'a.txt', old_string: 'x', new_string: 'y' } }, options);
+    await runTool(sandbox, { name: 'list_files', input: {} }, options);
+    await runTool(sandbox, { name: 'read_file', input: { path: 'missing.txt' } }, options);
+    await runTool(sandbox, { name: 'delete_file', input: { path: 'a.txt' } }, options);
+    // Not file operations, or not made: the shell, finish, a malformed call.
+    await runTool(sandbox, { name: 'shell', input: { command: 'cat a.txt' } }, options);
+    await runTool(sandbox, { name: 'finish', input: { summary: 's' } }, options);
+    await runTool(sandbox, { name: 'read_file', input: { file: 'a.txt' } }, options);
+    expect(seen).toEqual([
+      { op: 'write', path: 'a.txt', ok: true },
+      { op: 'read', path: 'a.txt', ok: true },
+      { op: 'edit', path: 'a.txt', ok: true },
+      { op: 'list', path: '.', ok: true },
+      { op: 'read', path: 'missing.txt', ok: false, error: 'not_found' },
+      { op: 'delete', path: 'a.txt', ok: true },
+    ]);
   });
 });

@@ -2,12 +2,16 @@
 // sandboxd, and turns every outcome into a result. A malformed call, an unknown tool, a sandboxd error or any other
 // exception becomes an error result the model can read and act on; only cancellation (the abort signal) escapes.
 // The whole output is returned for recording; the model gets a copy cut to modelOutputMaxChars (head + tail).
+// Around each call it reads the sandbox's limit counters (host-side, unforgeable) and, when the call ran into a
+// limit, appends a plain note saying which one, so the agent knows why its process died or its write failed.
 // This module must never execute anything itself: every effect goes through the sandboxd client.
 import { performance } from 'node:perf_hooks';
 import type { z } from 'zod';
 import { errorMessage } from '../../errors.ts';
 import { SandboxdError, type SandboxdClient } from '../../runtimes/sandboxd-client.ts';
+import type { LimitCounters, SandboxLimits } from '../../runtimes/types.ts';
 import type { RouteResponse } from '../../sandboxd/protocol.ts';
+import type { FileOperation, FileOperationRecord } from '../../jobs/audit-log.ts';
 import { isToolName, modelOutputMaxChars, shellDefaultTimeoutMs, toolDefinitions, toolNames, toolSignature, type ToolInput, type ToolName } from './definitions.ts';
 
 /** What the tools need of sandboxd: the client's `call` (a SandboxdClient, or a fake in unit tests). */
@@ -18,6 +22,19 @@ export interface ToolCallRequest {
   /** The arguments as the model sent them: an object, or a string when they were not valid JSON. */
   input: unknown;
 }
+
+/** The sandbox's limits and a way to read its counters (Sandbox.limitCounters); absent when no limits apply. */
+export interface LimitWatch {
+  limits: Pick<SandboxLimits, 'memoryMb' | 'pids' | 'diskMb'> & {
+    /** Size of the workspace's own disk, when it has one (jobs/workspace-disk.ts). */
+    workspaceDiskMb?: number | undefined;
+  };
+  counters(): Promise<LimitCounters>;
+  /** Stops every process the agent's commands started (the sandbox's own machinery survives); see runTool. */
+  stopProcesses?(): Promise<number>;
+}
+
+export type LimitHit = 'memory' | 'pids' | 'workspace_disk' | 'tmp_disk';
 
 export interface ToolRunResult {
   isError: boolean;
@@ -30,15 +47,34 @@ export interface ToolRunResult {
   durationMs: number;
   /** Set when a valid `finish` call asks to end the job. */
   finishSummary?: string;
+  /** The limits this call ran into (a note for each is at the end of `output`). */
+  limitsHit?: LimitHit[];
 }
 
-export async function runTool(client: SandboxdCaller, call: ToolCallRequest, options: { signal: AbortSignal }): Promise<ToolRunResult> {
+export interface RunToolOptions {
+  signal: AbortSignal;
+  limits?: LimitWatch | undefined;
+  /** Told of every file operation that reached sandboxd, refused ones included (the job's audit log). */
+  onFileOperation?: ((operation: FileOperationRecord) => void) | undefined;
+  /** Runs `recall` on the host, over the job's context store (agent/context); without it, recall is an error. */
+  recall?: ((input: ToolInput<'recall'>, signal: AbortSignal) => Promise<string>) | undefined;
+}
+
+export async function runTool(client: SandboxdCaller, call: ToolCallRequest, options: RunToolOptions): Promise<ToolRunResult> {
   const { signal } = options;
   signal.throwIfAborted();
   const started = performance.now();
-  const done = (isError: boolean, output: string, finishSummary?: string): ToolRunResult => {
+  const done = (isError: boolean, output: string, finishSummary?: string, limitsHit: LimitHit[] = []): ToolRunResult => {
     const { text, omittedChars } = truncateMiddle(output, modelOutputMaxChars);
-    return { isError, output, modelOutput: text, omittedChars, durationMs: Math.round(performance.now() - started), ...(finishSummary === undefined ? {} : { finishSummary }) };
+    return {
+      isError,
+      output,
+      modelOutput: text,
+      omittedChars,
+      durationMs: Math.round(performance.now() - started),
+      ...(finishSummary === undefined ? {} : { finishSummary }),
+      ...(limitsHit.length === 0 ? {} : { limitsHit }),
+    };
   };
 
   if (!isToolName(call.name)) {
@@ -48,14 +84,81 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
   const parsed = parseArguments(name, call.input);
   if (!parsed.ok) return done(true, parsed.message);
 
+  const watch = name === 'finish' || name === 'recall' ? undefined : options.limits;
+  const before = watch === undefined ? undefined : await readCounters(watch);
+  let isError = false;
+  let output: string;
+  let finishSummary: string | undefined;
+  let errorCode: string | undefined;
   try {
-    const outcome = await execute(client, name, parsed.value, signal);
-    return done(false, outcome.output, outcome.finishSummary);
+    const outcome = await execute(client, name, parsed.value, signal, options);
+    output = outcome.output;
+    finishSummary = outcome.finishSummary;
   } catch (error) {
     if (signal.aborted) throw signal.reason;
-    if (error instanceof SandboxdError) return done(true, `${name} failed: ${error.code}: ${error.message}`);
-    return done(true, `${name} failed with an unexpected error: ${errorMessage(error)}`);
+    isError = true;
+    errorCode = error instanceof SandboxdError ? error.code : 'internal';
+    output = error instanceof SandboxdError ? `${name} failed: ${error.code}: ${error.message}` : `${name} failed with an unexpected error: ${errorMessage(error)}`;
   }
+  const operation = fileOperationOf(name, parsed.value);
+  if (operation !== undefined) options.onFileOperation?.({ ...operation, ok: !isError, ...(errorCode === undefined ? {} : { error: errorCode }) });
+  if (watch === undefined || before === undefined) return done(isError, output, finishSummary);
+  const { notes, hits } = await limitNotes(watch, before, output);
+  return done(isError, notes.length === 0 ? output : `${output}\n\n${notes.join('\n')}`, finishSummary, hits);
+}
+
+/**
+ * A sandbox whose fork was refused during a call and that still holds this share of its process limit when the call
+ * ends is stuck (a fork bomb keeps it so, and nothing, not even the next command, could start): its processes are
+ * stopped. Below it, the processes were a passing burst (a parallel build) and are left alone.
+ */
+const crowdedShare = 0.75;
+
+/** Free bytes under which a limited disk counts as full (a write that needed more got ENOSPC). */
+const diskFullBytes = 1024 * 1024;
+
+async function readCounters(watch: LimitWatch): Promise<LimitCounters | undefined> {
+  return watch.counters().catch(() => undefined);
+}
+
+/**
+ * What a call ran into, as notes for the model: compares the counters after the call with those before, and
+ * relieves a sandbox stuck at its process limit (see crowdedShare).
+ */
+async function limitNotes(watch: LimitWatch, before: LimitCounters, output: string): Promise<{ notes: string[]; hits: LimitHit[] }> {
+  const after = await readCounters(watch);
+  if (after === undefined) return { notes: [], hits: [] };
+  const { limits } = watch;
+  const notes: string[] = [];
+  const hits: LimitHit[] = [];
+  const oomKills = after.oomKills - before.oomKills;
+  if (oomKills > 0) {
+    hits.push('memory');
+    notes.push(`[limit] ${oomKills === 1 ? 'a process was' : `${oomKills} processes were`} killed: the sandbox's memory limit (${limits.memoryMb} MB) was reached. Use less memory (smaller inputs, streaming, fewer parallel jobs); files in /tmp count as memory too.`);
+  }
+  if (after.pidsRefused > before.pidsRefused) {
+    hits.push('pids');
+    let note = `[limit] fork failed: the sandbox's process limit (${limits.pids} processes and threads) was reached.`;
+    if (watch.stopProcesses !== undefined && after.processes !== undefined && after.processes >= crowdedShare * limits.pids) {
+      const stopped = await watch.stopProcesses().catch(() => 0);
+      note += ` The sandbox was still at the limit, so every process your commands started (${stopped}) was stopped; the shell session starts afresh.`;
+    } else {
+      note += ' Run fewer processes or threads at once.';
+    }
+    notes.push(note);
+  }
+  // A disk counts when this call filled it, or ran into it already full (ENOSPC in the output); not on every later call.
+  const ranIntoFull = (free: number | undefined, freeBefore: number | undefined) =>
+    free !== undefined && free < diskFullBytes && (freeBefore === undefined || freeBefore >= diskFullBytes || free < freeBefore || output.includes('No space left on device'));
+  if (limits.workspaceDiskMb !== undefined && ranIntoFull(after.workspaceFreeBytes, before.workspaceFreeBytes)) {
+    hits.push('workspace_disk');
+    notes.push(`[limit] no space left: the workspace disk limit (${limits.workspaceDiskMb} MB) is full. Delete files you do not need (build outputs, caches) before writing more.`);
+  }
+  if (ranIntoFull(after.tmpFreeBytes, before.tmpFreeBytes)) {
+    hits.push('tmp_disk');
+    notes.push(`[limit] no space left: /tmp is full (its limit is ${limits.diskMb} MB). Delete files in /tmp you do not need.`);
+  }
+  return { notes, hits };
 }
 
 type Parsed = { ok: true; value: Record<string, unknown> } | { ok: false; message: string };
@@ -90,7 +193,7 @@ function preview(text: string): string {
   return text.length <= limit ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, limit))} (${text.length} characters in all)`;
 }
 
-async function execute(client: SandboxdCaller, name: ToolName, args: Record<string, unknown>, signal: AbortSignal): Promise<{ output: string; finishSummary?: string }> {
+async function execute(client: SandboxdCaller, name: ToolName, args: Record<string, unknown>, signal: AbortSignal, options: RunToolOptions): Promise<{ output: string; finishSummary?: string }> {
   switch (name) {
     case 'shell': {
       const { command, timeout_ms } = args as ToolInput<'shell'>;
@@ -126,7 +229,22 @@ async function execute(client: SandboxdCaller, name: ToolName, args: Record<stri
       const { summary } = args as ToolInput<'finish'>;
       return { output: 'The job is finished.', finishSummary: summary };
     }
+    case 'recall': {
+      // The one host-side tool: it reads the job's history, never the sandbox.
+      if (options.recall === undefined) throw new Error('recall is not available in this job (it has no context store)');
+      return { output: await options.recall(args as ToolInput<'recall'>, signal) };
+    }
   }
+}
+
+/** File tools by name (search_files once it exists) and the operation each records. */
+const fileToolOperations: Partial<Record<string, FileOperation>> = { read_file: 'read', write_file: 'write', edit_file: 'edit', list_files: 'list', delete_file: 'delete', search_files: 'search' };
+
+/** The file operation a file tool's call makes (for the audit log); undefined for the other tools. */
+function fileOperationOf(name: ToolName, args: Record<string, unknown>): Pick<FileOperationRecord, 'op' | 'path'> | undefined {
+  const op = fileToolOperations[name];
+  if (op === undefined) return undefined;
+  return { op, path: typeof args.path === 'string' ? args.path : '.' };
 }
 
 function formatShell(result: RouteResponse<'shellExec'>, timeoutMs: number | undefined): string {

@@ -1,10 +1,12 @@
-// POST /schedule, GET /status/:id, GET /jobs, GET /jobs/:id, POST /jobs/:id/cancel.
+// POST /schedule, GET /status/:id, GET /jobs, GET /jobs/:id, POST /jobs/:id/cancel, POST /jobs/:id/messages.
 import type { FastifyRequest } from 'fastify';
+import { costUsd, effectiveContextWindow, modelInfo, splitModelSpec } from '../../agent/context/model-info.ts';
 import { invalidRequest, notFound } from '../../errors.ts';
 import type { Job } from '../../jobs/job-store.ts';
+import { mergeAllowLists } from '../../runtimes/network/allow-list.ts';
 import { isJobId } from '../../util/ids.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
-import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, problem, scheduleRequest, scheduleResponse, statusResponse } from '../schemas.ts';
+import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, messageRequest, messageResponse, problem, scheduleRequest, scheduleResponse, statusResponse } from '../schemas.ts';
 
 const problems = { 400: problem, 404: problem, 409: problem, 413: problem, 415: problem };
 
@@ -43,11 +45,21 @@ export function detailView(context: ApiContext, job: Job, base: string) {
     limits: job.limits,
     metadata: job.metadata,
     summary: job.summary,
-    usage: { steps: job.steps, input_tokens: job.input_tokens, output_tokens: job.output_tokens },
+    usage: { steps: job.steps, input_tokens: job.input_tokens, output_tokens: job.output_tokens, ...(job.resource_usage ?? {}), ...modelUsage(context, job) },
     attempts: job.attempts,
     ...(ended && context.jobs.hasArtifacts(job.id) ? { artifacts_url: `${base}/jobs/${job.id}/artifacts.zip` } : {}),
     events_url: `${base}/jobs/${job.id}/events`,
+    network: { allow: mergeAllowLists(context.config.networkAllow, job.network.allow) },
+    audit_url: `${base}/jobs/${job.id}/audit`,
   };
+}
+
+/** Cost at the model's list price (null when unknown) and the context window the job works with. */
+function modelUsage(context: ApiContext, job: Job): { cost_usd: number | null; context_window: number | null } {
+  const spec = splitModelSpec(job.model_used ?? job.model ?? context.config.model);
+  if (spec === undefined) return { cost_usd: null, context_window: job.context_window ?? context.config.contextWindow ?? null };
+  const info = modelInfo(spec.provider, spec.modelId);
+  return { cost_usd: costUsd(info, job.input_tokens, job.output_tokens), context_window: effectiveContextWindow(info, job.context_window, context.config.contextWindow) };
 }
 
 export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
@@ -101,6 +113,31 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
       const job = requireJob(context, request);
       const after = await context.jobs.cancel(job.id, request.owner);
       return reply.code(202).send({ job_id: after.id, status: after.status });
+    },
+  );
+
+  app.post(
+    '/jobs/:id/messages',
+    {
+      schema: {
+        summary: 'Send the agent a follow-up instruction',
+        description:
+          'JSON {text} or the text alone as text/plain. Recorded as a user-message event; the agent reads it, verbatim, at its next step (a pending job, when it starts). ' +
+          '409 once the job has ended.',
+        consumes: ['application/json', 'text/plain'],
+        params: jobIdParams,
+        body: messageRequest,
+        response: { 202: messageResponse, ...problems },
+      },
+      preValidation: async (request) => {
+        if (typeof request.body === 'string') request.body = { text: request.body };
+        else if (request.body === undefined || request.body === null) throw invalidRequest('the body is empty: send the instruction as text/plain or JSON {"text": "..."}');
+      },
+    },
+    async (request, reply) => {
+      const job = requireJob(context, request);
+      const { seq } = context.jobs.postMessage(job.id, request.body.text, request.owner);
+      return reply.code(202).send({ job_id: job.id, event_id: seq });
     },
   );
 }

@@ -1,11 +1,13 @@
 // The bubblewrap runtime: each sandbox is a bwrap process tree in fresh user/pid/net/mount/ipc/uts/cgroup
 // namespaces over the read-only rootfs, running sandboxd as uid 1000 with no capabilities and no network; the worker
-// reaches sandboxd through a unix socket in a per-sandbox run directory bind-mounted at /run/workcell.
+// reaches sandboxd through a unix socket in a per-sandbox run directory bind-mounted at /run/workcell. With an
+// allow-list, the sandbox's one way out is its egress proxy's socket, bound read-only at /run/workcell-net
+// (runtimes/network/sandbox-egress.ts), which sandboxd bridges to 127.0.0.1:3128 inside.
 // It must never run a sandbox as host root: when the server is root, bwrap is started as the unprivileged sandbox
 // user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, constants, createWriteStream, fstatSync, openSync } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -13,12 +15,18 @@ import type { Config } from '../../config.ts';
 import { WorkcellError, errorMessage } from '../../errors.ts';
 import { readyLine } from '../../sandboxd/protocol.ts';
 import { newToken } from '../../util/ids.ts';
+import { cgroupFixHint, cgroupWrapper, createSandboxCgroup, findCgroupHost, reapCgroups, type CgroupHost, type SandboxCgroup } from '../cgroups.ts';
 import { ensureRootfs } from '../image.ts';
-import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExecutable, probeBwrap, runCommand, type BwrapHost } from '../probe.ts';
+import { hasEgress, openEgressSocket, sandboxEgressDir, sandboxProxyPort, sandboxProxySocket, type EgressSocket } from '../network/sandbox-egress.ts';
+import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExecutable, lookupUser, probeBwrap, runCommand, type BwrapHost } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
-import type { RuntimeProbe, Sandbox, SandboxRuntime, SandboxSpec } from '../types.ts';
+import { reapBwrapOrphans, type OrphanReport } from './reap.ts';
+import { hostSeccompArch, hostSeccompProgram } from '../seccomp.ts';
+import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec } from '../types.ts';
 
 const readyTimeoutMs = 30_000;
+/** A sandbox directory with no live sandbox is reaped once unchanged this long (another server may be creating it). */
+const orphanGraceMs = 10 * 60_000;
 /** How long destroy() waits after SIGTERM before SIGKILL. */
 const destroyGraceMs = 2_000;
 /** How long destroy() waits for the sandbox's pid namespace to empty after bwrap has gone. */
@@ -26,6 +34,8 @@ const namespaceDrainTimeoutMs = 5_000;
 /** Unix socket paths are limited to 108 bytes including the terminating NUL. */
 const maxSocketPathBytes = 107;
 const sandboxPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Size of the tmpfs mounted on a sandbox's run directory (it holds sockets only) when the server is root. */
+const runDirTmpfsSize = '16m';
 
 export interface BwrapRuntimeOptions {
   config: Config;
@@ -54,6 +64,8 @@ export class BwrapRuntime implements SandboxRuntime {
   readonly #logger: Logger | undefined;
   /** bwrap's path and version and the sandbox user, looked up once they are found. */
   #host: BwrapHost | undefined;
+  /** See #findCgroups. */
+  #cgroupHost: Promise<CgroupHost | { problem: string }> | undefined;
 
   constructor(options: BwrapRuntimeOptions) {
     this.#config = options.config;
@@ -67,6 +79,28 @@ export class BwrapRuntime implements SandboxRuntime {
 
   unavailableReason(): string | undefined {
     return bwrapQuickCheck(this.#config);
+  }
+
+  /** Removes what the sandboxes of dead servers left behind: process trees, run and socket directories (reap.ts). */
+  async reapOrphans(): Promise<OrphanReport> {
+    const sandboxUid = process.getuid?.() === 0 ? (await lookupUser(this.#config.sandboxUser))?.uid : process.getuid?.();
+    if (sandboxUid === undefined) return { dirs: [], processes: [] };
+    const report = await reapBwrapOrphans({ runDir: this.#config.runDir, sandboxUid, graceMs: orphanGraceMs, logger: this.#logger });
+    // Then the cgroups of dead servers' sandboxes (killing anything still in them): cgroups.ts.
+    const cgroups = await this.#findCgroups();
+    if (!('problem' in cgroups)) report.dirs.push(...(await reapCgroups(cgroups)).map((name) => `cgroup ${name}`));
+    return report;
+  }
+
+  /** Where sandbox cgroups go, found once; the first lookup also reaps the cgroups of dead servers. */
+  #findCgroups(): Promise<CgroupHost | { problem: string }> {
+    return (this.#cgroupHost ??= findCgroupHost({ parent: this.#config.cgroupParent }).then(async (found) => {
+      if (!('problem' in found)) {
+        const reaped = await reapCgroups(found).catch(() => []);
+        if (reaped.length > 0) this.#logger?.info({ cgroups: reaped }, 'removed the cgroups of sandboxes whose server is gone');
+      }
+      return found;
+    }));
   }
 
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<BwrapSandbox> {
@@ -95,19 +129,53 @@ export class BwrapRuntime implements SandboxRuntime {
     if (!workspaceStat?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
 
     const log = this.#logger?.child({ jobId: spec.jobId, sandboxId });
+    if (hostSeccompArch() === undefined) throw new WorkcellError('runtime_unavailable', `the sandbox's seccomp filter has no syscall table for ${process.arch}: bwrap sandboxes run on x86_64 and aarch64 only`);
     await mkdir(this.#config.runDir, { recursive: true, mode: 0o755 });
     await mkdir(runDir, { mode: 0o700 });
+    let runDirMounted = false;
+    let egress: EgressSocket | undefined;
+    let cgroup: SandboxCgroup | undefined;
     try {
+      cgroup = spec.limits === undefined ? undefined : await this.#createCgroup(sandboxId, spec.limits);
       if (host.sandboxUser !== undefined) {
+        // As root, a tmpfs of its own: the run directory is writable from inside and must not be a way to fill the host's disk.
+        await mountRunDir(runDir, owner);
+        runDirMounted = true;
         await chown(runDir, owner.uid, owner.gid);
         await chownTree(workspace, owner.uid, owner.gid);
         for (const path of [rootfs, bundle, workspace, runDir]) await assertReachable(path, owner);
       }
+      // The egress proxy's socket, in a directory of its own that the sandbox gets read-only (not the writable run dir).
+      if (hasEgress(spec.network)) {
+        egress = await openEgressSocket({ dir: `${runDir}-net`, owner: host.sandboxUser === undefined ? undefined : owner, policy: spec.network, logger: log });
+        if (host.sandboxUser !== undefined) await assertReachable(egress.socketPath, owner);
+      }
       await mkdir(spec.logDir, { recursive: true });
-      return await this.#launch({ spec, sandboxId, runDir, socketPath, workspace, rootfs, bundle, host, hostUid: owner.uid, signal, log });
+      return await this.#launch({ spec, sandboxId, runDir, runDirMounted, socketPath, workspace, rootfs, bundle, host, hostUid: owner.uid, cgroup, egress, signal, log });
     } catch (error) {
-      await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+      await egress?.close().catch(() => undefined);
+      await releaseRunDir(runDir, runDirMounted).catch(() => undefined);
+      await cgroup?.remove().catch(() => undefined);
       throw error;
+    }
+  }
+
+  /**
+   * The sandbox's cgroup with its limits. Fails closed, saying how to fix it, when cgroups cannot be used, unless the
+   * operator opted out of limits (WORKCELL_UNSAFE_NO_LIMITS): then the sandbox runs without them and says so.
+   */
+  async #createCgroup(sandboxId: string, limits: SandboxLimits): Promise<SandboxCgroup | undefined> {
+    const found = await this.#findCgroups();
+    try {
+      if ('problem' in found) throw new Error(found.problem);
+      return await createSandboxCgroup(found, sandboxId, { cpus: limits.cpus, memoryMb: limits.memoryMb, pids: limits.pids });
+    } catch (error) {
+      if (this.#config.unsafeNoLimits) {
+        this.#logger?.warn({ sandboxId, error: errorMessage(error) }, 'running the sandbox without CPU, memory and pids limits (WORKCELL_UNSAFE_NO_LIMITS)');
+        return undefined;
+      }
+      const message = errorMessage(error);
+      throw new WorkcellError('runtime_unavailable', message.includes(cgroupFixHint) ? message : `${message}: ${cgroupFixHint}`, { cause: error });
     }
   }
 
@@ -115,16 +183,23 @@ export class BwrapRuntime implements SandboxRuntime {
     spec: SandboxSpec;
     sandboxId: string;
     runDir: string;
+    runDirMounted: boolean;
     socketPath: string;
     workspace: string;
     rootfs: string;
     bundle: string;
     host: BwrapHost;
     hostUid: number;
+    cgroup: SandboxCgroup | undefined;
+    egress: EgressSocket | undefined;
     signal: AbortSignal | undefined;
     log: Logger | undefined;
   }): Promise<BwrapSandbox> {
-    const { spec, sandboxId, runDir, socketPath, host, hostUid, log } = launch;
+    const { spec, sandboxId, runDir, socketPath, host, hostUid, cgroup, log } = launch;
+    const limits = spec.limits;
+    // tmpfs sizes (bwrap >= 0.8): /tmp and the home get the job's disk limit; tmpfs pages also count as the cgroup's memory.
+    const sized = (bytes: number) => (limits !== undefined && compareVersions(host.version, '0.8.0') >= 0 ? ['--size', String(bytes)] : []);
+    const diskBytes = (limits?.diskMb ?? 0) * 1024 * 1024;
     const started = performance.now();
     // The options go to bwrap through a pipe (--args), not argv: argv of the namespace's init is visible inside the
     // sandbox (ps) and would show host paths.
@@ -141,26 +216,37 @@ export class BwrapRuntime implements SandboxRuntime {
       '--ro-bind', launch.rootfs, '/',
       '--proc', '/proc',
       '--dev', '/dev',
-      '--tmpfs', '/tmp',
-      '--tmpfs', '/run',
-      '--tmpfs', '/home/agent',
+      ...sized(diskBytes), '--tmpfs', '/tmp',
+      ...sized(64 * 1024 * 1024), '--tmpfs', '/run',
+      ...sized(diskBytes), '--tmpfs', '/home/agent',
       '--bind', launch.workspace, '/workspace',
       '--bind', runDir, '/run/workcell',
       '--ro-bind', launch.bundle, '/run/workcell-bin/sandboxd.mjs',
+      ...(launch.egress === undefined ? [] : ['--ro-bind', launch.egress.dir, sandboxEgressDir]),
       '--chdir', '/workspace',
       '--cap-drop', 'ALL',
+      // The syscall filter (seccomp.ts), read by bwrap from fd 4 and applied right before sandboxd starts.
+      '--seccomp', '4',
     ];
     const [file, ...prefix] = bwrapCommand(host) as [string, ...string[]];
-    const command = ['/usr/local/bin/node', '/run/workcell-bin/sandboxd.mjs', '--socket', '/run/workcell/sandboxd.sock', '--workspace', '/workspace'];
+    const command = [
+      '/usr/local/bin/node', '/run/workcell-bin/sandboxd.mjs', '--socket', '/run/workcell/sandboxd.sock', '--workspace', '/workspace',
+      // The sandbox id on the command line labels bwrap and sandboxd, so orphans can be found by it (bwrap/reap.ts).
+      '--label', sandboxId,
+      ...(launch.egress === undefined ? [] : ['--proxy-socket', sandboxProxySocket, '--proxy-port', String(sandboxProxyPort)]),
+    ];
     const logPath = join(spec.logDir, 'sandbox.log');
     const logFd = openSync(logPath, 'a', 0o640);
     const logStart = fstatSync(logFd).size;
     let child: BwrapProcess;
     try {
-      child = spawn(file, [...prefix, '--args', '3', '--', ...command], {
+      // With limits, a host shell joins the cgroup first and then execs setpriv/bwrap (same pid), so nothing of the
+      // sandbox ever runs outside it.
+      const [wrapperFile, ...wrapperArgs] = cgroup === undefined ? [file, ...prefix] : [...cgroupWrapper(cgroup), file, ...prefix];
+      child = spawn(wrapperFile!, [...wrapperArgs, '--args', '3', '--', ...command], {
         // Its own process group, so destroy() can signal bwrap and anything it left in the group at once.
         detached: true,
-        stdio: ['pipe', 'pipe', logFd, 'pipe'],
+        stdio: ['pipe', 'pipe', logFd, 'pipe', 'pipe'],
         env: { HOME: '/home/agent', USER: 'agent', LOGNAME: 'agent', PATH: sandboxPath, LANG: 'C.UTF-8' },
       }) as BwrapProcess;
     } finally {
@@ -177,6 +263,9 @@ export class BwrapRuntime implements SandboxRuntime {
     const optionsPipe = child.stdio[3] as Writable;
     optionsPipe.on('error', () => undefined);
     optionsPipe.end(bwrapOptions.map((option) => `${option}\0`).join(''));
+    const seccompPipe = child.stdio[4] as Writable;
+    seccompPipe.on('error', () => undefined);
+    seccompPipe.end(hostSeccompProgram());
     const token = newToken();
     child.stdin.on('error', () => undefined); // EPIPE when bwrap fails before reading; the exit is reported instead
     child.stdin.end(`${token}\n`);
@@ -202,7 +291,9 @@ export class BwrapRuntime implements SandboxRuntime {
     // Anything sandboxd prints after the ready line is diagnostics; it must keep flowing or sandboxd would block.
     child.stdout.pipe(logStream);
     const pid = child.pid!;
-    const pidNamespace = await sandboxPidNamespace(pid);
+    const { namespace: pidNamespace, initPid } = await sandboxPidNamespace(pid);
+    // At this point the namespace's init has one child: sandboxd.
+    const sandboxdPid = initPid === undefined ? undefined : (await childPids(initPid))[0];
     let socketFd: number;
     try {
       socketFd = pinSocket(socketPath, hostUid);
@@ -228,12 +319,32 @@ export class BwrapRuntime implements SandboxRuntime {
         // bwrap's exit SIGKILLs the namespace's init (die-with-parent), which takes every sandbox process with it;
         // wait until that has happened, so nothing the sandbox started outlives destroy().
         if (pidNamespace !== undefined) await drainPidNamespace(pidNamespace);
+        await launch.egress?.close().catch((error: unknown) => log?.error({ err: error }, 'closing the egress proxy failed'));
         client.close();
         closeSync(socketFd);
         logStream.end();
-        await rm(runDir, { recursive: true, force: true });
+        await cgroup?.remove().catch((error: unknown) => log?.error({ err: error }, 'removing the sandbox cgroup failed'));
+        await releaseRunDir(runDir, launch.runDirMounted);
         log?.debug('sandbox destroyed');
       })());
+
+    const limitCounters = async (): Promise<LimitCounters> => {
+      const counters = (await cgroup?.counters()) ?? { oomKills: 0, pidsRefused: 0, processes: undefined };
+      // Read on the host: the workspace's file system, and the sandbox's /tmp through its init's root.
+      const [workspaceStat, tmpStat] = await Promise.all([
+        statfs(launch.workspace).catch(() => undefined),
+        initPid === undefined ? undefined : statfs(`/proc/${initPid}/root/tmp`).catch(() => undefined),
+      ]);
+      return {
+        ...counters,
+        workspaceFreeBytes: workspaceStat === undefined ? undefined : workspaceStat.bavail * workspaceStat.bsize,
+        tmpFreeBytes: tmpStat === undefined ? undefined : tmpStat.bavail * tmpStat.bsize,
+      };
+    };
+    const limitsText =
+      cgroup === undefined || limits === undefined
+        ? 'NO resource limits (WORKCELL_UNSAFE_NO_LIMITS)'
+        : `limits: ${limits.cpus} CPU, ${limits.memoryMb} MB memory, ${limits.pids} processes (cgroup v${cgroup.host.version}), /tmp ${limits.diskMb} MB`;
 
     return {
       id: sandboxId,
@@ -241,10 +352,11 @@ export class BwrapRuntime implements SandboxRuntime {
       runtime: this.name,
       isolation:
         `bwrap ${host.version}: user/pid/net/mount/ipc/uts/cgroup namespaces, read-only rootfs, uid 1000 (host uid ${hostUid}), ` +
-        'no capabilities, no new privileges, no network',
+        `no capabilities, no new privileges, seccomp filter, ${networkText(launch.egress, spec)}; ${limitsText}`,
       client,
       exited,
       destroy,
+      ...(cgroup === undefined ? {} : { limits, limitCounters, usage: () => cgroup.usage(), stopProcesses: () => stopAgentProcesses(cgroup, [pid, initPid, sandboxdPid]) }),
       pid,
       runDir,
       hostUid,
@@ -346,14 +458,57 @@ async function readTail(path: string, from: number, maxBytes = 4000): Promise<st
   }
 }
 
-/** The pid namespace (its /proc inode link) of the processes bwrap started: that of its child, the namespace's init. */
-async function sandboxPidNamespace(bwrapPid: number): Promise<string | undefined> {
+/** The pid namespace (its /proc inode link) of the processes bwrap started, and its init: bwrap's child. */
+async function sandboxPidNamespace(bwrapPid: number): Promise<{ namespace: string | undefined; initPid: number | undefined }> {
   const own = await readlink('/proc/self/ns/pid').catch(() => undefined);
   for (const child of await childPids(bwrapPid)) {
     const namespace = await readlink(`/proc/${child}/ns/pid`).catch(() => undefined);
-    if (namespace !== undefined && namespace !== own) return namespace;
+    if (namespace !== undefined && namespace !== own) return { namespace, initPid: child };
   }
-  return undefined;
+  return { namespace: undefined, initPid: undefined };
+}
+
+/**
+ * SIGKILLs every process in the sandbox's cgroup but bwrap, the namespace's init and sandboxd, round after round until
+ * none is left (a fork bomb refills the freed slots while it lives). sandboxd sees its shell die and starts a new one.
+ */
+async function stopAgentProcesses(cgroup: SandboxCgroup, keep: Array<number | undefined>): Promise<number> {
+  const kept = new Set(keep.filter((pid): pid is number => pid !== undefined));
+  const killed = new Set<number>();
+  for (let round = 0; round < 200; round++) {
+    const victims = (await cgroup.processes()).filter((pid) => !kept.has(pid));
+    if (victims.length === 0) break;
+    for (const pid of victims) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.add(pid);
+      } catch {
+        // gone
+      }
+    }
+    await new Promise((resolveWait) => setTimeout(resolveWait, 5));
+  }
+  return killed.size;
+}
+
+/** Mounts a small tmpfs, owned by the sandbox user, on the run directory. */
+async function mountRunDir(runDir: string, owner: { uid: number; gid: number }): Promise<void> {
+  const mount = findExecutable('mount');
+  if (mount === undefined) throw new WorkcellError('runtime_unavailable', 'mount not found (apt-get install mount)');
+  const options = `size=${runDirTmpfsSize},nr_inodes=4096,mode=0700,uid=${owner.uid},gid=${owner.gid},nosuid,nodev,noexec`;
+  const result = await runCommand(mount, ['-t', 'tmpfs', '-o', options, 'workcell-run', runDir], { timeoutMs: 10_000 });
+  if (!result.ok) throw new WorkcellError('sandbox_failed', `cannot mount a tmpfs on the sandbox's run directory: ${result.stderr.trim()}`);
+}
+
+/** Unmounts (if mounted) and removes the run directory. */
+async function releaseRunDir(runDir: string, mounted: boolean): Promise<void> {
+  const umount = findExecutable('umount');
+  if (mounted && umount !== undefined) {
+    // Nothing of the sandbox is left to hold it busy; if something on the host does, detach it anyway (lazy).
+    const result = await runCommand(umount, [runDir], { timeoutMs: 10_000 });
+    if (!result.ok) await runCommand(umount, ['-l', runDir], { timeoutMs: 10_000 });
+  }
+  await rm(runDir, { recursive: true, force: true });
 }
 
 async function childPids(pid: number): Promise<number[]> {
@@ -428,4 +583,10 @@ async function assertReachable(path: string, user: { uid: number; gid: number })
     if (parent === dir) return;
     dir = parent;
   }
+}
+
+function networkText(egress: EgressSocket | undefined, spec: SandboxSpec): string {
+  if (egress === undefined) return 'no network';
+  const count = spec.network?.allow.length ?? 0;
+  return `network only to ${count} allow-listed destination${count === 1 ? '' : 's'} through the host's egress proxy`;
 }

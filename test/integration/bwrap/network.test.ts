@@ -1,4 +1,5 @@
-// No network: the sandbox has its own loopback only, cannot reach the host's, and cannot resolve names.
+// No network: the sandbox has its own loopback only, cannot reach the host's, and cannot resolve names. (With an
+// allow-list, the egress proxy is the one way out: test/integration/network/.)
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useSandbox } from '../../helpers/sandbox.ts';
@@ -45,5 +46,13 @@ describe('bwrap sandbox network', () => {
     expect(dns.output).toMatch(/gaierror/);
     const outside = await sh('curl -sS --max-time 3 http://1.1.1.1/');
     expect(outside.exit_code).not.toBe(0);
+  });
+
+  it('has no egress proxy without an allow-list: no proxy variables, no socket, nothing on 3128', async () => {
+    const { sh } = fixture();
+    expect((await sh('env | grep -ci proxy')).output.trim()).toBe('0');
+    expect((await sh('test -e /run/workcell-net')).exit_code).not.toBe(0);
+    const bridge = await sh(`python3 -c "import socket; socket.create_connection(('127.0.0.1', 3128), 2)"`);
+    expect(bridge.output).toMatch(/ConnectionRefusedError/);
   });
 });

@@ -200,7 +200,7 @@ describe.each([true, false])('a job driven by an OpenAI-compatible server (strea
       expect(request.body.model).toBe('test-model');
       expect(Boolean(request.body.stream)).toBe(stream);
       expect(JSON.stringify(request.body.messages)).toContain(task);
-      expect(request.body.tools?.map((t) => t.function.name).sort()).toEqual(['delete_file', 'edit_file', 'finish', 'list_files', 'read_file', 'shell', 'write_file']);
+      expect(request.body.tools?.map((t) => t.function.name).sort()).toEqual(['delete_file', 'edit_file', 'finish', 'list_files', 'read_file', 'recall', 'shell', 'write_file']);
     }
     // The tool results went back to the model: the last request carries the shell's output.
     expect(JSON.stringify(llm.requests.at(-1)?.body.messages)).toContain('Hello from workcell');

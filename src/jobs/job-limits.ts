@@ -1,0 +1,45 @@
+// A job's limits: what the client asked for, filled in from the server's defaults. The server's resource defaults
+// (WORKCELL_CPUS, _MEMORY_MB, _PIDS, _DISK_MB) are also the most a job may ask for: a client can lower them, never
+// raise them, so the operator's limits hold whatever a request says.
+import type { Config } from '../config.ts';
+import { invalidRequest } from '../errors.ts';
+import type { SandboxLimits } from '../runtimes/types.ts';
+import type { JobLimits } from './job-store.ts';
+
+type ResourceLimit = 'cpus' | 'memory_mb' | 'pids' | 'disk_mb';
+
+const ceilings: Array<{ field: ResourceLimit; config: 'cpus' | 'memoryMb' | 'pids' | 'diskMb'; env: string }> = [
+  { field: 'cpus', config: 'cpus', env: 'WORKCELL_CPUS' },
+  { field: 'memory_mb', config: 'memoryMb', env: 'WORKCELL_MEMORY_MB' },
+  { field: 'pids', config: 'pids', env: 'WORKCELL_PIDS' },
+  { field: 'disk_mb', config: 'diskMb', env: 'WORKCELL_DISK_MB' },
+];
+
+/** The limits a new job gets. Throws invalid_request when it asks for more than the server allows. */
+export function resolveJobLimits(config: Config, requested: Partial<JobLimits> = {}): Required<JobLimits> {
+  for (const { field, config: key, env } of ceilings) {
+    const value = requested[field];
+    if (value !== undefined && value > config[key]) {
+      throw invalidRequest(`limits.${field} (${value}) is above what this server allows (${config[key]}, set by ${env}): ask for ${config[key]} or less, or leave it out`);
+    }
+  }
+  return {
+    wall_time_s: requested.wall_time_s ?? config.wallTimeS,
+    max_steps: requested.max_steps ?? config.maxSteps,
+    cpus: requested.cpus ?? config.cpus,
+    memory_mb: requested.memory_mb ?? config.memoryMb,
+    pids: requested.pids ?? config.pids,
+    disk_mb: requested.disk_mb ?? config.diskMb,
+    idle_time_s: requested.idle_time_s ?? config.idleTimeS,
+  };
+}
+
+/** The sandbox's resource limits for a job (rows from before resource limits existed get the server defaults). */
+export function sandboxLimits(config: Config, limits: JobLimits): SandboxLimits {
+  return {
+    cpus: limits.cpus ?? config.cpus,
+    memoryMb: limits.memory_mb ?? config.memoryMb,
+    pids: limits.pids ?? config.pids,
+    diskMb: limits.disk_mb ?? config.diskMb,
+  };
+}

@@ -1,0 +1,124 @@
+// Orphans of bwrap sandboxes: what a server that died (or a destroy that failed half-way) left behind. Each sandbox
+// is labelled by its id on bwrap's and sandboxd's command line (`--label sb-...`), and owns `<run dir>/sb-<id>` (its
+// run directory, perhaps a tmpfs mount) and `<run dir>/sb-<id>-net` (its egress proxy's socket directory).
+//   - A sandbox is alive while a labelled process of it exists in this pid namespace: bwrap itself, started by its
+//     server with --die-with-parent, so it dies with that server. Its directories are left alone.
+//   - Labelled processes only inside a sandbox pid namespace (their bwrap is gone) are an orphaned process tree:
+//     every process of that namespace is killed.
+//   - Directories of sandboxes with no labelled process are removed (unmounted first when they are mount points),
+//     once they have not changed for `graceMs`: a sandbox being created by another server has its directory a
+//     moment before its bwrap starts.
+// Several servers may share one run directory: nothing that belongs to a live sandbox is touched. This module must
+// never kill a process outside a sandbox's pid namespace, nor one that is not the sandbox user's.
+import { readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { findExecutable, runCommand } from '../probe.ts';
+
+export const sandboxIdPattern = /^sb-[a-z0-9]{12}$/;
+const entryPattern = /^(sb-[a-z0-9]{12})(-net)?$/;
+
+export interface OrphanReport {
+  /** Directories removed. */
+  dirs: string[];
+  /** Processes killed. */
+  processes: number[];
+}
+
+interface LabelledProcess {
+  pid: number;
+  sandboxId: string;
+  namespace: string | undefined;
+  uid: number | undefined;
+}
+
+/** Processes whose command line carries `--label sb-...`. */
+export async function labelledProcesses(): Promise<LabelledProcess[]> {
+  const found: LabelledProcess[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const at = argv.indexOf('--label');
+    const sandboxId = at === -1 ? undefined : argv[at + 1];
+    if (sandboxId === undefined || !sandboxIdPattern.test(sandboxId)) continue;
+    const [namespace, status] = await Promise.all([readlink(`/proc/${entry}/ns/pid`).catch(() => undefined), readFile(`/proc/${entry}/status`, 'utf8').catch(() => '')]);
+    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    found.push({ pid: Number(entry), sandboxId, namespace, uid: uid === undefined ? undefined : Number(uid) });
+  }
+  return found;
+}
+
+async function namespaceMembers(namespace: string): Promise<Array<{ pid: number; uid: number | undefined }>> {
+  const members: Array<{ pid: number; uid: number | undefined }> = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    if ((await readlink(`/proc/${entry}/ns/pid`).catch(() => undefined)) !== namespace) continue;
+    const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    members.push({ pid: Number(entry), uid: uid === undefined ? undefined : Number(uid) });
+  }
+  return members;
+}
+
+/** Unmounts `path` when something is mounted on it (it is on another device than its parent), then removes it. */
+async function removeDir(path: string, parentDevice: number): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (info === undefined) return;
+  if (info.dev !== parentDevice) {
+    const umount = findExecutable('umount');
+    if (umount !== undefined) {
+      const result = await runCommand(umount, [path], { timeoutMs: 10_000 });
+      if (!result.ok) await runCommand(umount, ['-l', path], { timeoutMs: 10_000 });
+    }
+  }
+  await rm(path, { recursive: true, force: true });
+}
+
+export async function reapBwrapOrphans(options: {
+  runDir: string;
+  /** The host uid sandboxes run as; only its processes are ever killed. */
+  sandboxUid: number;
+  /** Directories changed more recently than this are left for a later pass. */
+  graceMs: number;
+  logger?: Pick<Logger, 'info' | 'warn'> | undefined;
+  now?: number;
+}): Promise<OrphanReport> {
+  const report: OrphanReport = { dirs: [], processes: [] };
+  const ownNamespace = await readlink('/proc/self/ns/pid').catch(() => undefined);
+  const labelled = await labelledProcesses();
+  const alive = new Set(labelled.filter((each) => each.namespace === ownNamespace).map((each) => each.sandboxId));
+
+  // Process trees whose bwrap is gone: kill their namespaces.
+  const orphanNamespaces = new Set(labelled.filter((each) => !alive.has(each.sandboxId) && each.namespace !== undefined && each.namespace !== ownNamespace).map((each) => each.namespace!));
+  for (const namespace of orphanNamespaces) {
+    for (const member of await namespaceMembers(namespace)) {
+      if (member.uid !== options.sandboxUid) continue;
+      try {
+        process.kill(member.pid, 'SIGKILL');
+        report.processes.push(member.pid);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
+  const parent = await stat(options.runDir).catch(() => undefined);
+  if (parent !== undefined) {
+    const now = options.now ?? Date.now();
+    for (const entry of await readdir(options.runDir)) {
+      const sandboxId = entryPattern.exec(entry)?.[1];
+      if (sandboxId === undefined || alive.has(sandboxId)) continue;
+      const path = join(options.runDir, entry);
+      const info = await stat(path).catch(() => undefined);
+      if (info === undefined || !info.isDirectory() || now - info.mtimeMs < options.graceMs) continue;
+      try {
+        await removeDir(path, parent.dev);
+        report.dirs.push(path);
+      } catch (error) {
+        options.logger?.warn({ path, err: error }, 'removing an orphaned sandbox directory failed');
+      }
+    }
+  }
+  if (report.dirs.length > 0 || report.processes.length > 0) options.logger?.info(report, 'reaped orphaned sandboxes');
+  return report;
+}

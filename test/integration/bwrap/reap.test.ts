@@ -1,0 +1,111 @@
+// Orphans of dead servers, reaped by the bwrap runtime: stale run and socket directories go, a process tree whose
+// bwrap is gone is killed, and nothing of a live sandbox (this test's, or another server's) is touched.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdir, readlink, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../src/config.ts';
+import { labelledProcesses } from '../../../src/runtimes/bwrap/reap.ts';
+import { lookupUser } from '../../../src/runtimes/probe.ts';
+import { testRuntime, waitUntil, withSandbox } from '../../helpers/sandbox.ts';
+
+const config = loadConfig();
+const fakeId = () => `sb-${randomBytes(6).toString('hex')}`;
+const exists = (path: string) => stat(path).then(() => true, () => false);
+const hourAgo = () => new Date(Date.now() - 3600_000);
+
+describe('reaping orphaned bwrap sandboxes', () => {
+  it('removes old directories of dead sandboxes, keeps fresh ones and those of live sandboxes', async () => {
+    const runtime = testRuntime(config);
+    await withSandbox(
+      async ({ sandbox }) => {
+        const stale = join(config.runDir, fakeId());
+        const staleNet = `${stale}-net`;
+        const fresh = join(config.runDir, fakeId());
+        const unrelated = join(config.runDir, `not-a-sandbox-${randomBytes(3).toString('hex')}`);
+        await mkdir(config.runDir, { recursive: true });
+        for (const dir of [stale, staleNet, fresh, unrelated]) await mkdir(dir);
+        await writeFile(join(stale, 'sandboxd.sock'), '');
+        await writeFile(join(staleNet, 'proxy.sock'), '');
+        for (const dir of [stale, staleNet, unrelated, sandbox.runDir]) await utimes(dir, hourAgo(), hourAgo());
+        try {
+          const report = await runtime.reapOrphans();
+          expect(report.dirs).toEqual(expect.arrayContaining([stale, staleNet]));
+          expect(await exists(stale)).toBe(false);
+          expect(await exists(staleNet)).toBe(false);
+          expect(await exists(fresh)).toBe(true); // inside the grace period: perhaps another server creating it
+          expect(await exists(unrelated)).toBe(true);
+          expect(await exists(sandbox.runDir)).toBe(true); // live: its bwrap carries its label
+          expect((await sandbox.client.call('shellExec', { command: 'echo alive' })).output).toContain('alive');
+        } finally {
+          const { rm } = await import('node:fs/promises');
+          for (const dir of [stale, staleNet, fresh, unrelated]) await rm(dir, { recursive: true, force: true });
+        }
+      },
+      { runtime },
+    );
+  });
+
+  it.runIf(process.getuid?.() === 0)('unmounts an orphaned run directory that is a mount point before removing it', async () => {
+    const orphan = join(config.runDir, fakeId());
+    await mkdir(orphan, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'workcell-test', orphan]);
+    try {
+      await writeFile(join(orphan, 'sandboxd.sock'), '');
+      await utimes(orphan, hourAgo(), hourAgo());
+      const report = await testRuntime(config).reapOrphans();
+      expect(report.dirs).toContain(orphan);
+      expect(await exists(orphan)).toBe(false);
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(orphan);
+    } finally {
+      if (readFileSync('/proc/self/mountinfo', 'utf8').includes(orphan)) execFileSync('umount', ['-l', orphan]);
+      const { rm } = await import('node:fs/promises');
+      await rm(orphan, { recursive: true, force: true });
+    }
+  });
+
+  it("labels each sandbox's bwrap and sandboxd with its id", async () => {
+    await withSandbox(async ({ sandbox }) => {
+      const own = await readlink('/proc/self/ns/pid');
+      const labelled = (await labelledProcesses()).filter((each) => each.sandboxId === sandbox.id);
+      expect(labelled.some((each) => each.namespace === own)).toBe(true); // bwrap, outside
+      expect(labelled.some((each) => each.namespace === sandbox.pidNamespace)).toBe(true); // sandboxd, inside
+    });
+  });
+
+  it.runIf(process.getuid?.() === 0)('kills a labelled process tree whose bwrap is gone, and only that', async () => {
+    const user = await lookupUser(config.sandboxUser);
+    if (user === undefined) throw new Error(`the sandbox user ${config.sandboxUser} is missing: run scripts/setup.sh`);
+    const id = fakeId();
+    // An outer process in this pid namespace (without the label on its own command line) starts a labelled process
+    // as pid 1 of a new pid namespace, as the sandbox user; then the outer one dies and leaves it behind.
+    const outer = spawn(
+      'unshare',
+      ['--pid', '--fork', 'setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'sh', '-c', 'exec /usr/bin/python3 -c "import time; time.sleep(600)" --label "$LABEL"'],
+      { env: { ...process.env, LABEL: id }, stdio: 'ignore', detached: true },
+    );
+    let inner: number | undefined;
+    try {
+      await waitUntil(async () => {
+        inner = (await labelledProcesses()).find((each) => each.sandboxId === id)?.pid;
+        return inner !== undefined;
+      }, 10_000, 'the labelled process');
+      outer.kill('SIGKILL');
+      await new Promise((resolve) => outer.once('exit', resolve));
+      expect(await exists(`/proc/${inner}`)).toBe(true);
+      const report = await testRuntime(config).reapOrphans();
+      expect(report.processes).toContain(inner);
+      await waitUntil(async () => !(await labelledProcesses()).some((each) => each.sandboxId === id), 5000, 'the orphan to die');
+    } finally {
+      if (inner !== undefined) {
+        try {
+          process.kill(inner, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  });
+});

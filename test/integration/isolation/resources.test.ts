@@ -1,0 +1,171 @@
+// Resource exhaustion from inside a real sandbox, with small limits: a fork bomb, a memory bomb, a disk fill of
+// /workspace and of /tmp (and of the run directory), a CPU spin. Each is contained: the tool result says which limit
+// was hit (through the same plumbing the agent loop uses), the sandbox keeps working for the next call, a sandbox
+// beside it runs normally, and the host is unharmed (its disk, its ability to fork).
+import { stat, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runTool, type ToolRunResult } from '../../../src/agent/tools/run-tool.ts';
+import { limitWatch } from '../../../src/jobs/run-job.ts';
+import { withSandbox, waitUntil, type SandboxFixture } from '../../helpers/sandbox.ts';
+
+const small = { cpus: 0.5, memoryMb: 256, pids: 64, diskMb: 32 };
+const asRoot = process.getuid?.() === 0;
+
+/** A shell call through the agent's tool plumbing, with the sandbox's limit watch: what the model would read. */
+function shell(fixture: SandboxFixture, command: string, timeoutMs = 30_000, workspaceDiskMb?: number): Promise<ToolRunResult> {
+  const watch = limitWatch(fixture.sandbox, workspaceDiskMb);
+  return runTool(fixture.sandbox.client, { name: 'shell', input: { command, timeout_ms: timeoutMs } }, { signal: new AbortController().signal, limits: watch });
+}
+
+async function hostFreeBytes(path: string): Promise<number> {
+  const info = await statfs(path);
+  return info.bavail * info.bsize;
+}
+
+/** The neighbour's check: a normal command completes, promptly, while the other sandbox misbehaves. */
+async function expectResponsive(neighbour: SandboxFixture): Promise<void> {
+  const started = performance.now();
+  const result = await neighbour.sh('echo neighbour-ok && python3 -c "print(sum(range(1000)))"');
+  expect(result.output).toBe('neighbour-ok\n499500\n');
+  expect(performance.now() - started).toBeLessThan(5000);
+}
+
+describe('resource limits in a real sandbox', () => {
+  it('reports the limits in effect', async () => {
+    await withSandbox(
+      async ({ sandbox }) => {
+        expect(sandbox.limits).toEqual(small);
+        expect(sandbox.isolation).toMatch(/limits: 0.5 CPU, 256 MB memory, 64 processes \(cgroup v[12]\), \/tmp 32 MB/);
+      },
+      { limits: small },
+    );
+  });
+
+  it('fork bomb: refused at the pids limit, the agent is told, the sandbox recovers, a neighbour is unaffected', async () => {
+    await withSandbox(async (neighbour) => {
+      await withSandbox(
+        async (bombed) => {
+          // Children that each hold a pid until killed: the parent forks until the kernel refuses.
+          const holder = await shell(
+            bombed,
+            `python3 -c "
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(1000)
+            os._exit(0)
+        n += 1
+except OSError as error:
+    print('fork refused after', n, 'children:', error.strerror)
+"`,
+          );
+          expect(holder.output).toMatch(/fork refused after \d+ children: Resource temporarily unavailable/);
+          expect(holder.limitsHit).toEqual(['pids']);
+          expect(holder.output).toContain("[limit] fork failed: the sandbox's process limit (64 processes and threads) was reached.");
+          expect(holder.output).toMatch(/every process your commands started \(\d+\) was stopped/);
+          const after = await shell(bombed, 'echo still-here; ps -e --no-headers | wc -l');
+          expect(after.output).toMatch(/still-here\n\d\n/); // bwrap, sandboxd, a fresh bash, ps, wc
+          expect(after.limitsHit).toBeUndefined();
+
+          // The classic bash bomb: it never stops by itself. Once the kernel refuses it, a call sees the note and the
+          // sandbox is given back.
+          await shell(bombed, ':(){ :|:& };:');
+          await waitUntil(async () => (await bombed.sandbox.limitCounters!()).pidsRefused > 1, 20_000, 'the bomb to hit the pids limit');
+          await expectResponsive(neighbour);
+          expect((await neighbour.sandbox.limitCounters!()).pidsRefused).toBe(0);
+          const during = await shell(bombed, 'ls / > /dev/null; echo listed', 3000);
+          expect(during.limitsHit).toContain('pids');
+          const recovered = await shell(bombed, 'ls /workspace > /dev/null && echo recovered');
+          expect(recovered.output).toMatch(/recovered/);
+        },
+        { limits: small },
+      );
+    });
+  });
+
+  it('memory bomb: OOM-killed at the memory limit, the agent is told, the sandbox keeps working', async () => {
+    await withSandbox(
+      async (fixture) => {
+        const bomb = await shell(fixture, 'python3 -c "chunks = []\nwhile True: chunks.append(bytearray(8 * 1024 * 1024))"; echo "exit $?"');
+        expect(bomb.output).toMatch(/Killed/);
+        expect(bomb.output).toMatch(/exit 137/);
+        expect(bomb.limitsHit).toEqual(['memory']);
+        expect(bomb.output).toContain("[limit] a process was killed: the sandbox's memory limit (256 MB) was reached.");
+        const next = await shell(fixture, 'echo fine');
+        expect(next.output).toMatch(/fine/);
+        expect(next.limitsHit).toBeUndefined();
+        const usage = await fixture.sandbox.usage!();
+        expect(usage.peakMemoryBytes).toBeGreaterThan(200 * 1024 * 1024);
+        expect(usage.peakMemoryBytes).toBeLessThanOrEqual(256 * 1024 * 1024);
+      },
+      { limits: small },
+    );
+  });
+
+  it.runIf(asRoot)('disk fill of /workspace: ENOSPC at the disk limit, the agent is told, the host disk loses at most the limit', async () => {
+    await withSandbox(
+      async (fixture) => {
+        const fill = await shell(fixture, 'head -c 100M /dev/zero > /workspace/fill; echo "exit $?"; df -k /workspace | tail -1', 30_000, small.diskMb);
+        expect(fill.output).toMatch(/No space left on device/);
+        expect(fill.limitsHit).toEqual(['workspace_disk']);
+        expect(fill.output).toContain('[limit] no space left: the workspace disk limit (32 MB) is full.');
+        // What the fill took from the host's disk: the blocks of the (sparse) workspace image, at most the limit.
+        const image = await stat(join(dirname(fixture.workspace), 'workspace.ext4'));
+        expect(image.blocks * 512).toBeGreaterThan(small.diskMb * 0.8 * 1024 * 1024);
+        expect(image.blocks * 512).toBeLessThanOrEqual(small.diskMb * 1024 * 1024);
+        expect(await hostFreeBytes(tmpdir())).toBeGreaterThan(0);
+        // Freeing space gives the workspace back.
+        const freed = await shell(fixture, 'rm /workspace/fill && echo hello > /workspace/after.txt && cat /workspace/after.txt', 30_000, small.diskMb);
+        expect(freed.output).toMatch(/hello/);
+        expect(freed.limitsHit).toBeUndefined();
+      },
+      { limits: small, workspaceDiskMb: small.diskMb },
+    );
+  });
+
+  it('disk fill of /tmp: ENOSPC at the limit, the agent is told; the run directory is small too', async () => {
+    await withSandbox(
+      async (fixture) => {
+        const fill = await shell(fixture, 'head -c 100M /dev/zero > /tmp/fill; echo "exit $?"');
+        expect(fill.output).toMatch(/No space left on device/);
+        expect(fill.limitsHit).toEqual(['tmp_disk']);
+        expect(fill.output).toContain('[limit] no space left: /tmp is full (its limit is 32 MB).');
+        expect((await shell(fixture, 'rm /tmp/fill && echo ok > /tmp/small && cat /tmp/small')).output).toMatch(/ok/);
+        // The home directory and the run directory (writable for sandboxd's socket) are bounded as well.
+        expect((await fixture.sh('head -c 100M /dev/zero > ~/fill; echo "exit $?"; rm -f ~/fill')).output).toMatch(/No space left on device/);
+        if (asRoot) expect((await fixture.sh('head -c 100M /dev/zero > /run/workcell/fill; echo "exit $?"; rm -f /run/workcell/fill')).output).toMatch(/No space left on device/);
+        // All of them are tmpfs (memory, charged to the sandbox's cgroup): nothing reached the host's disk.
+        const mountPoints = asRoot ? 'tmp|home/agent|run/workcell' : 'tmp|home/agent';
+        const mounts = (await fixture.sh(`grep -E " /(${mountPoints}) " /proc/self/mounts | cut -d" " -f3 | sort -u`)).output.trim();
+        expect(mounts).toBe('tmpfs');
+      },
+      { limits: small },
+    );
+  });
+
+  it('CPU spin: interrupted at the timeout, held to its CPU quota, a neighbour stays responsive', async () => {
+    await withSandbox(async (neighbour) => {
+      await withSandbox(
+        async (spinning) => {
+          const before = (await spinning.sandbox.usage!()).cpuSeconds ?? 0;
+          const started = performance.now();
+          const spin = shell(spinning, 'while :; do :; done', 2000);
+          await expectResponsive(neighbour);
+          const result = await spin;
+          const elapsedSeconds = (performance.now() - started) / 1000;
+          expect(result.output).toMatch(/timed out after 2000 ms: the command was interrupted/);
+          const used = ((await spinning.sandbox.usage!()).cpuSeconds ?? 0) - before;
+          // 0.5 CPU: about half the wall time at most, whatever the spin wanted.
+          expect(used).toBeGreaterThan(0.2 * elapsedSeconds);
+          expect(used).toBeLessThan(0.5 * elapsedSeconds + 0.3);
+          expect((await spinning.sh('echo after-spin')).output).toBe('after-spin\n');
+        },
+        { limits: small },
+      );
+    });
+  });
+});
