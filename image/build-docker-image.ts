@@ -18,8 +18,16 @@ try {
   const bundle = await sandboxdBundle(join(context, 'dist'));
   const caBundle = buildCaBundle();
   if (caBundle !== undefined) await copyFile(caBundle, join(context, 'dist', 'build-ca.crt'));
-  // The Node of this host, as the rootfs builder copies it in (a --build-arg NODE_VERSION=... given here wins).
-  const args = ['build', '--build-arg', `SANDBOXD_BUNDLE=dist/${basename(bundle)}`, '--build-arg', `NODE_VERSION=${process.versions.node}`, ...process.argv.slice(2), context];
+  // The Node of this host, as the rootfs builder copies it in, and its npm registry (the arguments given here win).
+  const registry = process.env.npm_config_registry;
+  const args = [
+    'build',
+    '--build-arg', `SANDBOXD_BUNDLE=dist/${basename(bundle)}`,
+    '--build-arg', `NODE_VERSION=${process.versions.node}`,
+    ...(registry === undefined || registry === '' ? [] : ['--build-arg', `NPM_REGISTRY=${registry}`]),
+    ...process.argv.slice(2),
+    context,
+  ];
   process.stderr.write(`docker ${args.join(' ')}\n`);
   const child = spawn('docker', args, { stdio: 'inherit' });
   child.on('error', (error) => {

@@ -31,6 +31,7 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
     loggerInstance,
     bodyLimit: context.config.maxBodyBytes,
     return503OnClosing: true,
+    forceCloseConnections: true,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

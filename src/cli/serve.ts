@@ -88,9 +88,11 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     scheduler,
     url,
     async close() {
-      await server.close();
+      // Workers first (running jobs are put back for another server to resume), then the API, whose open event
+      // streams are cut (forceCloseConnections) rather than waited for.
       watchdog.stop();
       await scheduler.stop();
+      await server.close();
       store.close();
     },
   };

@@ -64,6 +64,19 @@ async function schedule(url: string): Promise<string> {
   return ((await response.json()) as { job_id: string }).job_id;
 }
 
+/** The job's events so far, without following. */
+async function readEvents(url: string, jobId: string): Promise<StreamedEvent[]> {
+  const text = await (await fetch(`${url}/jobs/${jobId}/events?follow=false`)).text();
+  return text
+    .split('\n\n')
+    .map((block) => /^data: (.*)$/m.exec(block)?.[1])
+    .filter((data) => data !== undefined)
+    .map((data) => {
+      const event = JSON.parse(data) as { seq: number; type: string; step: number; data: Record<string, unknown> };
+      return { id: event.seq, type: event.type, step: event.step, data: event.data };
+    });
+}
+
 const steps = 40;
 const slowStep = 15;
 
@@ -119,4 +132,34 @@ describe('a job whose worker is killed mid-job', () => {
     for (const [name, entry] of expected) expect(actual.get(name)?.content, name).toBe(entry.content);
     expect(actual.get('calls.txt')?.content.split('\n').filter(Boolean)).toHaveLength(steps - 4);
   }, 240_000);
+
+  it('is resumed after a graceful shutdown too (SIGTERM), not ended', async () => {
+    llm = await startOpenAICompatibleServer(longJobPolicy({ steps: 20, slowSteps: { 8: 3 } }).policy);
+    const dir = dataDir();
+    const first = await startServer(dir, llm.baseUrl);
+    const jobId = await schedule(first.app.url);
+    const exited = new Promise((resolve) => first.child.once('exit', resolve));
+    // Polled without following: a server closing waits for its open event streams.
+    const atStep8 = (events: StreamedEvent[]) => events.some((event) => event.type === 'tool-call' && String((event.data.args as { command?: string }).command).startsWith(': step 8;'));
+    while (!atStep8(await readEvents(first.app.url, jobId))) await new Promise((resolve) => setTimeout(resolve, 100));
+    first.child.kill('SIGTERM');
+    await exited;
+    const second = await startServer(dir, llm.baseUrl);
+    const seen = await readEvents(second.app.url, jobId);
+    // The stopping server put the job back in the queue instead of ending it.
+    expect(seen.filter((event) => event.type === 'job-status').map((event) => event.data.status).slice(0, 3)).toEqual(['pending', 'running', 'pending']);
+    const rest = await collectEvents(second.app as App, jobId, { lastEventId: seen.at(-1)!.id });
+    expect(rest.at(-1)?.data).toMatchObject({ status: 'complete' });
+    const zip = await downloadZip(second.app as App, jobId);
+    const lines = zip.get('calls.txt')?.content.split('\n').filter(Boolean) ?? [];
+    expect(new Set(lines).size).toBe(16);
+    // Only the call the shutdown interrupted may have run twice: it may have had its effect before it was stopped,
+    // and the model (this one does not check first) made it again. Every completed call ran once.
+    const interrupted = rest.filter((event) => event.type === 'tool-result' && event.data.interrupted === true);
+    expect(interrupted).toHaveLength(1);
+    const repeated = lines.filter((line, index) => lines.indexOf(line) !== index);
+    expect(repeated.length).toBeLessThanOrEqual(1);
+    const interruptedCall = [...seen, ...rest].find((event) => event.type === 'tool-call' && event.data.call_id === interrupted[0]!.data.call_id);
+    if (repeated.length === 1) expect(String((interruptedCall?.data.args as { command?: string }).command)).toMatch(new RegExp(`^: ${repeated[0]};`));
+  }, 180_000);
 });
