@@ -3,13 +3,22 @@
 # run_code and for people; nothing outside the sandbox reaches it except through sandboxd and the orchestrator,
 # which check their own credentials. What differs per job comes from whoever launches the server, never from here:
 #   token      JUPYTER_TOKEN in the environment (or --ServerApp.token=...): no token is baked into the image, and
-#              without one the server makes up a random token that nobody else knows
+#              without one the server makes up a random token that nobody else knows. This file moves it from the
+#              environment into the settings, so that kernels do not inherit it
 #   listen     --ip=127.0.0.1 --port=8888, or --sock=PATH (a unix socket)
 #   base_url   --ServerApp.base_url=/jobs/<id>/jupyter/ when served under the orchestrator's prefix
 #   root_dir   --ServerApp.root_dir=/workspace (the default is the working directory)
-# This file must not start anything, read secrets or listen anywhere; it only sets defaults and patches one handler.
+# This file must not start anything, read files or listen anywhere; it only sets defaults and patches one handler.
+
+import importlib.util
+import os
 
 c = get_config()  # noqa: F821 (defined by traitlets when it runs this file)
+
+# The token from JUPYTER_TOKEN, taken out of the environment: kernels inherit the server's environment, and the
+# agent's code printing os.environ must not put the server's credential into its output (and the job's record).
+if os.environ.get("JUPYTER_TOKEN"):
+    c.ServerApp.token = os.environ.pop("JUPYTER_TOKEN")
 
 c.ServerApp.open_browser = False
 # Behind the orchestrator's proxy the Host header names the orchestrator, not localhost, and jupyter-server would
@@ -21,6 +30,10 @@ c.ServerApp.trust_xheaders = True
 # Deleting a file from the Jupyter UI moves it to a .Trash-1000 folder at the top of /workspace by default, which
 # would then land in the job's output.zip: delete for real.
 c.FileContentsManager.delete_to_trash = False
+# /jobs/<id>/jupyter/ opens the classic notebook's file browser (nbclassic, a server extension) rather than the
+# server's bare landing page; without nbclassic the default stays.
+if importlib.util.find_spec("nbclassic") is not None:
+    c.ServerApp.default_url = "/tree"
 
 
 def _enable_tcp_nodelay_on_kernel_websockets():

@@ -17,15 +17,17 @@
 //                    cost_usd, context: {window, budget, prompt_tokens, max_output_tokens, ...}, duration_ms}
 //   model-retry     {attempt, delay_ms, error}
 //   tool-call       {call_id, name, args, handle}
-//   tool-result     {call_id, name, is_error, output, omitted_chars, duration_ms, handle, limits_hit?}
+//   tool-result     {call_id, name, is_error, output, omitted_chars, duration_ms, handle, limits_hit?, images?: [{path, media_type, width, height, bytes}]}
 //   context-summary {text, through_seq, from_step, to_step, level, method: 'model' | 'fallback', usage?, error?}
-// `output` is whole; the prompt shows it cut head and tail, or masked, with its `handle` for recall.
+// `output` is whole; the prompt shows it cut head and tail, or masked, with its `handle` for recall. Images (gui
+// screenshots) are files in the job's directory (context/images.ts); the prompt sends the latest ones to models with vision.
 import { performance } from 'node:perf_hooks';
 import { generateText, streamText, type LanguageModel, type LanguageModelUsage, type ToolSet, type TypedToolCall } from 'ai';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { EventSink } from '../jobs/event-log.ts';
 import type { ContextStore, StoredEvent } from './context/context-store.ts';
+import type { ImageRef, ImageStore, ToolImage } from './context/images.ts';
 import { costUsd, type ModelInfo } from './context/model-info.ts';
 import { ContextOverflowError, PromptBuilder, type AssembledPrompt } from './context/prompt-builder.ts';
 import { Recall } from './context/recall.ts';
@@ -54,6 +56,8 @@ export interface RunAgentOptions {
   events: EventSink;
   /** The job's context store: the one source of every prompt, and of the state a restarted job continues from. */
   context: ContextStore;
+  /** Where images that tools return are stored (the job's directory); without it they are dropped, their text kept. */
+  images?: ImageStore | undefined;
   /** The model's window (the one in effect for this job), longest answer and price (agent/context/model-info.ts). */
   modelInfo: ModelInfo;
   /** Condense older steps with model-written summaries (default); false: with the digest only (script models). */
@@ -109,6 +113,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
     modelMaxOutputTokens: options.modelInfo.maxOutputTokens,
     summarize: options.summarize === false ? undefined : (request, summarySignal) => summarizeWithModel(options, usage, request, summarySignal),
     logger: log,
+    images: options.modelInfo.vision === true && options.images !== undefined ? { store: options.images, latest: latestImagesShown } : undefined,
   });
   const recall = new Recall(context, builder);
   const toolOptions: RunToolOptions = { signal, limits: options.limits, onFileOperation: options.onFileOperation, recall: (input, recallSignal) => recall.run(input, recallSignal) };
@@ -118,6 +123,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
     const handle = callHandle(step, position);
     events.append('tool-call', step, { call_id: call.callId, name: call.name, args: call.args, handle });
     const result = await runTool(options.client, { name: call.name, input: call.args }, toolOptions);
+    const images = await storeImages(options, handle, result.images);
     events.append('tool-result', step, {
       call_id: call.callId,
       name: call.name,
@@ -127,6 +133,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
       duration_ms: result.durationMs,
       handle,
       ...(result.limitsHit === undefined ? {} : { limits_hit: result.limitsHit }),
+      ...(images.length === 0 ? {} : { images }),
     });
     return result.finishSummary;
   };
@@ -189,7 +196,8 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
     steps = step;
     usage.input_tokens += turn.usage.input_tokens;
     usage.output_tokens += turn.usage.output_tokens;
-    context.observeUsage(prompt.chars, turn.usage.input_tokens);
+    // Images are billed as tokens with no characters behind them: leave them out of the chars-per-token calibration.
+    context.observeUsage(prompt.chars, Math.max(0, turn.usage.input_tokens - prompt.imageTokens));
     events.append('model-turn', step, {
       text: turn.text,
       ...(turn.reasoning === undefined ? {} : { reasoning: turn.reasoning }),
@@ -224,6 +232,23 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
     }
   }
   return { status: 'error', error: `step limit (${maxSteps}) reached before the agent called finish`, steps, usage };
+}
+
+/** How many of the latest tool images (screenshots) a prompt shows as images; older ones become a note. */
+export const latestImagesShown = 2;
+
+/** Stores a call's images (named by its handle); a failure to store one is logged and the image dropped. */
+async function storeImages(options: RunAgentOptions, handle: string, images: ToolImage[] | undefined): Promise<ImageRef[]> {
+  if (images === undefined || images.length === 0 || options.images === undefined) return [];
+  const refs: ImageRef[] = [];
+  for (const [index, image] of images.entries()) {
+    try {
+      refs.push(await options.images.save(index === 0 ? handle : `${handle}-${index + 1}`, image));
+    } catch (error) {
+      options.logger?.warn({ jobId: options.jobId, handle, error: error instanceof Error ? error.message : String(error) }, 'could not store a tool image');
+    }
+  }
+  return refs;
 }
 
 /** A call's handle: how prompts and recall name its output (and its long arguments, with "-<argument>"). */

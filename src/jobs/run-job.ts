@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import { ContextStore } from '../agent/context/context-store.ts';
 import { resolveEmbedder } from '../agent/context/embeddings.ts';
+import { jobImageStore } from '../agent/context/images.ts';
 import { effectiveContextWindow, modelInfo } from '../agent/context/model-info.ts';
 import { estimateCounter, tiktokenCounter } from '../agent/context/tokens.ts';
 import { runAgent } from '../agent/loop.ts';
@@ -119,7 +120,8 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       networkAllow: network.allow.map((rule) => rule.pattern),
       events: sink,
       context,
-      modelInfo: { ...info, contextWindow: window },
+      images: jobImageStore(paths.root),
+      modelInfo: { ...info, contextWindow: window, vision: config.modelVision ?? info.vision ?? false },
       summarize: model.provider !== 'script',
       maxSteps: job.limits.max_steps,
       stream: config.modelStream,

@@ -3,7 +3,9 @@
 //   node sandboxd.mjs --listen HOST:PORT [--workspace /workspace]
 // plus, when the job may reach the network, --proxy-socket PATH --proxy-port PORT: bridge 127.0.0.1:PORT to the
 // worker's egress proxy on the unix socket PATH and point the shell's HTTP_PROXY and friends at it (proxy-bridge.ts);
-// and --label ID, which only labels the process (its command line) so the worker can find orphaned sandboxes.
+// and --label ID, which only labels the process (its command line) so the worker can find orphaned sandboxes;
+// --jupyter-base-url PATH: the public prefix Jupyter is served under (the orchestrator's /jobs/<id>/jupyter/), so that
+// its pages work through the proxy and run_code's kernels and people's share one server (code/jupyter-server.ts).
 // The token arrives as the first line of stdin and stays in memory only (never env, argv or disk); where stdin cannot
 // carry it (a container started with `docker run -d` or by Kubernetes), --token-file PATH names a file whose first
 // line is the token, deleted as soon as it is read. Once listening,
@@ -20,7 +22,7 @@ import type { readyLine } from './protocol.ts';
 import { createSandboxdServer } from './server.ts';
 
 const usage =
-  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
+  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--jupyter-base-url PATH] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
 
 /** Reads the first line of stdin (or all of it, when it has no newline) and stops reading. */
 function readToken(): Promise<string> {
@@ -69,7 +71,7 @@ async function main(): Promise<void> {
   // Nothing but the ready line may reach stdout: route stray console output (from a dependency, say) to the log.
   console.log = console.info = console.debug = (...values: unknown[]) => log.info(values.map(String).join(' '), { console: true });
 
-  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string };
+  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string; 'jupyter-base-url'?: string };
   try {
     const { values } = parseArgs({
       args: process.argv.slice(2),
@@ -82,6 +84,7 @@ async function main(): Promise<void> {
         'proxy-port': { type: 'string' },
         label: { type: 'string' },
         'token-file': { type: 'string' },
+        'jupyter-base-url': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
     if (!['debug', 'info', 'warn', 'error'].includes(options['log-level'])) throw new Error('--log-level is one of debug, info, warn, error');
     if ((options['proxy-socket'] === undefined) !== (options['proxy-port'] === undefined)) throw new Error('give both --proxy-socket and --proxy-port, or neither');
     if (options['proxy-port'] !== undefined && !/^\d{1,5}$/.test(options['proxy-port'])) throw new Error('--proxy-port is a TCP port number, e.g. 3128');
+    if (options['jupyter-base-url'] !== undefined && !/^\/[^\s?#]*$/.test(options['jupyter-base-url'])) throw new Error('--jupyter-base-url is a URL path, e.g. /jobs/job_123/jupyter/');
   } catch (error) {
     log.error(`${error instanceof Error ? error.message : String(error)}; ${usage}`);
     process.exit(2);
@@ -126,7 +130,14 @@ async function main(): Promise<void> {
     }
   }
 
-  const sandboxd = createSandboxdServer({ token, workspaceRoot: options.workspace, log: log, ...(bridge === undefined ? {} : { shell: { env: proxyEnvironment(bridge.port) } }) });
+  const sandboxd = createSandboxdServer({
+    token,
+    workspaceRoot: options.workspace,
+    log: log,
+    ...(bridge === undefined ? {} : { shell: { env: proxyEnvironment(bridge.port) } }),
+    // Kernels reach the network as the shell does: through the bridge, when there is one.
+    code: { jupyterBaseUrl: options['jupyter-base-url'], ...(bridge === undefined ? {} : { env: proxyEnvironment(bridge.port) }) },
+  });
   let port: number | undefined;
   try {
     if (options.socket !== undefined) await listenOnSocket(sandboxd.httpServer, options.socket);

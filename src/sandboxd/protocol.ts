@@ -2,12 +2,20 @@
 // These schemas are the single definition of it; sandboxd validates requests with them and the client types its
 // calls with them. Errors are `{error: {code, message}}` with a 4xx/5xx status.
 import { z } from 'zod';
+import { guiRequest, guiResponse } from './gui/gui-request.ts';
 
 export const maxFileBytes = 10 * 1024 * 1024;
 
+/** Names of shell sessions: they appear in logs and URLs (?session=), never in a shell command or a path. */
+export const shellSessionName = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,32}$/, 'a session name is 1 to 32 letters, digits, "-" or "_", e.g. "main" or "server"');
+export const defaultShellSession = 'main';
 export const shellExecRequest = z.object({
   command: z.string().min(1).max(1_000_000),
   timeout_ms: z.number().int().min(1).max(24 * 3600 * 1000).default(120_000),
+  /** Which persistent bash runs the command; a new name starts a new session (up to a cap). */
+  session: shellSessionName.default(defaultShellSession),
 });
 export const shellExecResponse = z.object({
   output: z.string(),
@@ -18,6 +26,8 @@ export const shellExecResponse = z.object({
   /** True when the session had to be restarted (after a timeout that Ctrl-C could not end, or because bash exited or died): cwd and env reset. */
   session_restarted: z.boolean(),
   duration_ms: z.number(),
+  /** Set when the command was still blocked reading the terminal (waiting for input) when it was interrupted. */
+  waiting_for_input: z.boolean().optional(),
 });
 
 const path = z.string().max(4096);
@@ -27,15 +37,91 @@ export const writeFileRequest = z.object({ path, content: z.string().max(maxFile
 export const writeFileResponse = z.object({ path: z.string(), size: z.number().int(), created: z.boolean() });
 export const editFileRequest = z.object({ path, old_string: z.string().min(1), new_string: z.string() });
 export const editFileResponse = z.object({ path: z.string(), size: z.number().int() });
-export const listFilesRequest = z.object({ path: path.default('.'), depth: z.number().int().min(1).max(20).default(2) });
+export const listFilesRequest = z.object({
+  path: path.default('.'),
+  depth: z.number().int().min(1).max(20).default(2),
+  /** List what is skipped by default too: .git, node_modules, __pycache__, .venv and what .gitignore/.ignore/.rgignore say. */
+  include_ignored: z.boolean().default(false),
+});
 export const fileEntry = z.object({
   path: z.string(),
   type: z.enum(['file', 'directory', 'symlink', 'other']),
   size: z.number().int(),
 });
-export const listFilesResponse = z.object({ path: z.string(), entries: z.array(fileEntry), truncated: z.boolean() });
+/** An entry left out of a listing (not descended into): skipped by `default` (.git, node_modules...) or by an `ignore_file`. */
+export const ignoredEntry = z.object({ path: z.string(), type: z.enum(['file', 'directory', 'symlink', 'other']), reason: z.enum(['default', 'ignore_file']) });
+export const listFilesResponse = z.object({
+  path: z.string(),
+  entries: z.array(fileEntry),
+  truncated: z.boolean(),
+  /** What was left out (the first 100); ignored_count counts them all. */
+  ignored: z.array(ignoredEntry).default([]),
+  ignored_count: z.number().int().default(0),
+});
+// search_files: ripgrep over the workspace (files/search.ts), with the same ignore rules as list_files.
+export const maxSearchMatches = 200;
+export const searchFilesRequest = z.object({
+  pattern: z.string().min(1).max(2000),
+  path: path.default('.'),
+  glob: z.string().min(1).max(500).optional(),
+});
+export const searchMatch = z.object({ path: z.string(), line: z.number().int(), text: z.string() });
+export const searchFilesResponse = z.object({
+  path: z.string(),
+  matches: z.array(searchMatch),
+  /** More lines matched than were returned (maxSearchMatches), or the search stopped at its time limit. */
+  truncated: z.boolean(),
+  /** Files with at least one match, among those searched before the search stopped. */
+  files_with_matches: z.number().int(),
+  /** Files searched (ripgrep's count); absent when the search was cut short. */
+  files_searched: z.number().int().optional(),
+});
 export const deleteFileRequest = z.object({ path });
 export const deleteFileResponse = z.object({ path: z.string(), type: z.enum(['file', 'directory', 'symlink', 'other']) });
+
+// run_code: a stateful Jupyter kernel per language (sandboxd/code/). The timeout covers the execution, not the
+// kernel's start; outputs come back in the order the kernel sent them, text capped head and tail, images as base64.
+export const codeLanguages = ['python', 'typescript', 'javascript'] as const;
+export type CodeLanguage = (typeof codeLanguages)[number];
+export const maxCodeChars = 100_000;
+export const runCodeDefaultTimeoutMs = 120_000;
+export const runCodeMaxTimeoutMs = 3_600_000;
+export const runCodeRequest = z.object({
+  language: z.enum(codeLanguages),
+  code: z.string().min(1).max(maxCodeChars),
+  timeout_ms: z.number().int().min(1).max(runCodeMaxTimeoutMs).default(runCodeDefaultTimeoutMs),
+});
+export const codeOutput = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('stream'), name: z.enum(['stdout', 'stderr']), text: z.string() }),
+  /** The value of the last expression (execute_result, text/plain). */
+  z.object({ type: z.literal('result'), text: z.string() }),
+  /** display() output without an image (text/plain, or a note naming the types it had). */
+  z.object({ type: z.literal('display'), text: z.string() }),
+  z.object({ type: z.literal('image'), mime_type: z.enum(['image/png', 'image/jpeg', 'image/gif']), data_base64: z.string(), text: z.string().optional() }),
+  /** An exception or a compile error; traceback without ANSI colours. */
+  z.object({ type: z.literal('error'), name: z.string(), message: z.string(), traceback: z.string() }),
+]);
+export type CodeOutput = z.infer<typeof codeOutput>;
+export const runCodeResponse = z.object({
+  language: z.enum(codeLanguages),
+  /** ok; error: the code raised (or did not compile); timeout: interrupted at timeout_ms; kernel_died: the kernel process exited. */
+  status: z.enum(['ok', 'error', 'timeout', 'kernel_died']),
+  outputs: z.array(codeOutput),
+  execution_count: z.number().int().nullable(),
+  /** This call started a new kernel (the language's first call, or the previous kernel was gone). */
+  kernel_started: z.boolean(),
+  /** Variables, imports and definitions of earlier calls are gone: the kernel was replaced before or during this call. */
+  state_lost: z.boolean(),
+  /** What happened to the kernel besides running the code (restarted after a failed interrupt, died, replaced), for people and models. */
+  notes: z.array(z.string()),
+  /** Bytes of text output dropped from the middle, and outputs (displays, images) dropped over the caps. */
+  omitted_bytes: z.number().int(),
+  omitted_outputs: z.number().int(),
+  /** Starting Jupyter and the kernel, when this call did. */
+  startup_ms: z.number(),
+  /** The execution itself. */
+  duration_ms: z.number(),
+});
 
 export const errorCodes = [
   'unauthorized',
@@ -48,6 +134,8 @@ export const errorCodes = [
   'too_large',
   'no_match',
   'multiple_matches',
+  'unavailable',
+  'gui_failed',
   'internal',
 ] as const;
 export type SandboxdErrorCode = (typeof errorCodes)[number];
@@ -60,7 +148,10 @@ export const routes = {
   writeFile: { path: '/v1/files/write', request: writeFileRequest, response: writeFileResponse },
   editFile: { path: '/v1/files/edit', request: editFileRequest, response: editFileResponse },
   listFiles: { path: '/v1/files/list', request: listFilesRequest, response: listFilesResponse },
+  searchFiles: { path: '/v1/files/search', request: searchFilesRequest, response: searchFilesResponse },
   deleteFile: { path: '/v1/files/delete', request: deleteFileRequest, response: deleteFileResponse },
+  runCode: { path: '/v1/code/run', request: runCodeRequest, response: runCodeResponse },
+  gui: { path: '/v1/gui', request: guiRequest, response: guiResponse },
 } as const;
 export type RouteName = keyof typeof routes;
 export type RouteRequest<R extends RouteName> = z.input<(typeof routes)[R]['request']>;

@@ -6,12 +6,18 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { z } from 'zod';
+import { CodeRunner } from './code/code-runner.ts';
+import { JupyterServer, jupyterEnvironment } from './code/jupyter-server.ts';
 import { httpStatusFor, SandboxdToolError } from './errors.ts';
 import { WorkspaceFiles } from './files/file-tools.ts';
+import { Desktop, type DesktopOptions } from './gui/desktop.ts';
+import { GuiTool } from './gui/gui-tool.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { routes, type RouteName, type RouteResponse, type SandboxdErrorCode } from './protocol.ts';
 import { ServiceError, ServiceRegistry, servicePrefix } from './services.ts';
-import { BashSession, type BashSessionOptions } from './shell/bash-session.ts';
+import { defaultShellEnv, type BashSessionOptions } from './shell/bash-session.ts';
+import { ShellSessions } from './shell/shell-sessions.ts';
+import { TerminalError, TerminalServer, terminalPath } from './shell/terminal-server.ts';
 
 /** Largest request body accepted (a 10 MiB file, JSON-escaped, fits). */
 export const maxRequestBodyBytes = 16 * 1024 * 1024;
@@ -25,6 +31,18 @@ export interface SandboxdServerOptions {
   shell?: Omit<BashSessionOptions, 'cwd' | 'log'>;
   /** Services proxied at /v1/services/<name>/ (HTTP and websockets). */
   services?: ServiceRegistry;
+  /** The X desktop of the gui tool and of people's noVNC viewer (the `desktop` service), started on first use. */
+  desktop?: Omit<DesktopOptions, 'cwd' | 'log'>;
+  /** run_code's Jupyter server, also people's (the `jupyter` service): started on first use. */
+  code?: {
+    /** The public prefix Jupyter is served under (the orchestrator's /jobs/<id>/jupyter/). */
+    jupyterBaseUrl?: string | undefined;
+    /** Added to the server's and the kernels' environment (the egress proxy's variables). */
+    env?: Record<string, string>;
+    /** Tests: another port or command. */
+    jupyterPort?: number;
+    jupyterCommand?: string;
+  };
 }
 
 export interface SandboxdServer {
@@ -121,16 +139,36 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
   const workspaceRoot = options.workspaceRoot ?? '/workspace';
   const expectedToken = digest(options.token);
   const files = new WorkspaceFiles(workspaceRoot);
-  const shell = new BashSession({ ...options.shell, cwd: workspaceRoot, log });
+  // The desktop starts on the first gui call or desktop request; DISPLAY points the shell's programs at it.
+  const desktop = new Desktop({ ...options.desktop, env: { ...options.shell?.env, ...options.desktop?.env }, cwd: workspaceRoot, log });
+  const gui = new GuiTool(desktop);
+  const shellEnv = { ...options.shell?.env, DISPLAY: desktop.display };
+  // The agent's named shell sessions, and people's terminals (which can also watch those sessions).
+  const shell = new ShellSessions({ ...options.shell, env: shellEnv, cwd: workspaceRoot, log });
+  const terminals = new TerminalServer({ sessions: shell, cwd: workspaceRoot, env: { ...defaultShellEnv(), ...shellEnv }, log, ...(options.shell?.bashPath === undefined ? {} : { bashPath: options.shell.bashPath }) });
   const services = options.services ?? new ServiceRegistry();
+  if (!services.names().includes('desktop')) services.register('desktop', desktop.service());
+  const jupyter = new JupyterServer({
+    rootDir: workspaceRoot,
+    baseUrl: options.code?.jupyterBaseUrl,
+    env: jupyterEnvironment(options.code?.env),
+    log,
+    ...(options.code?.jupyterPort === undefined ? {} : { port: options.code.jupyterPort }),
+    ...(options.code?.jupyterCommand === undefined ? {} : { command: options.code.jupyterCommand }),
+  });
+  // run_code and people share one Jupyter server. A registry passed in may hold a stand-in for it (unit tests).
+  if (!services.names().includes('jupyter')) services.register('jupyter', jupyter.service);
+  const code = new CodeRunner({ jupyter, log });
 
   const handlers: Handlers = {
-    shellExec: (request, signal) => shell.exec({ command: request.command, timeoutMs: request.timeout_ms, signal }),
+    shellExec: (request, signal) => shell.exec(request.session, { command: request.command, timeoutMs: request.timeout_ms, signal }),
     readFile: (request) => files.read(request),
     writeFile: (request) => files.write(request),
     editFile: (request) => files.edit(request),
     listFiles: (request) => files.list(request),
     deleteFile: (request) => files.delete(request),
+    runCode: (request, signal) => code.run(request, signal),
+    gui: (request, signal) => gui.run(request, signal),
   };
 
   function authorized(request: IncomingMessage): boolean {
@@ -194,10 +232,18 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
   // Websockets to services (the noVNC desktop, Jupyter kernels): same token, then the sockets are spliced.
   httpServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const reject = (status: number, message: string) => {
+      if (socket.destroyed) return;
       socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${message}\n`);
     };
     if (!authorized(request)) return reject(401, 'missing or wrong bearer token');
-    if (!(request.url ?? '').startsWith(servicePrefix)) return reject(404, `websockets are served only under ${servicePrefix}`);
+    if ((request.url ?? '/').split('?')[0] === terminalPath) {
+      terminals.handleUpgrade(request, socket, head).catch((error: unknown) => {
+        if (!(error instanceof TerminalError)) log.warn('terminal upgrade failed', { error: error instanceof Error ? error.message : String(error) });
+        reject(error instanceof TerminalError ? error.status : 500, error instanceof Error ? error.message : 'failed');
+      });
+      return;
+    }
+    if (!(request.url ?? '').startsWith(servicePrefix)) return reject(404, `websockets are served only under ${servicePrefix} and at ${terminalPath}`);
     services.proxyUpgrade(request, socket, head).catch((error: unknown) => {
       log.warn('service upgrade failed', { path: request.url, error: error instanceof Error ? error.message : String(error) });
       reject(error instanceof ServiceError ? error.status : 502, error instanceof Error ? error.message : 'failed');
@@ -209,7 +255,8 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
     async close() {
       const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       httpServer.closeAllConnections();
-      await shell.close();
+      code.close();
+      await Promise.all([terminals.close().then(() => shell.close()), jupyter.close(), desktop.close()]);
       await closed;
     },
   };

@@ -17,6 +17,8 @@ export interface Service {
   stripBasePath: boolean;
   /** Starts the service if it is not running and resolves once it accepts connections; called before every proxied request. */
   ensureStarted(basePath: string): Promise<void>;
+  /** Headers added to every proxied request: a credential only sandboxd knows (Jupyter's token), never the caller's. */
+  headers?(): Record<string, string>;
 }
 
 export const servicePrefix = '/v1/services/';
@@ -72,7 +74,7 @@ export class ServiceRegistry {
     await service.ensureStarted(basePath);
     await new Promise<void>((resolve, reject) => {
       const upstream = httpRequest(
-        { host: '127.0.0.1', port: service.port, method: request.method, path: upstreamPath, headers: forwardHeaders(request) },
+        { host: '127.0.0.1', port: service.port, method: request.method, path: upstreamPath, headers: { ...forwardHeaders(request), ...service.headers?.() } },
         (upstreamResponse) => {
           response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, filterHeaders(upstreamResponse.headers));
           upstreamResponse.pipe(response);
@@ -95,7 +97,7 @@ export class ServiceRegistry {
       upstream.once('connect', resolve);
       upstream.once('error', (error) => reject(new ServiceError(502, `the service did not answer: ${error.message}`)));
     });
-    const headers = { ...forwardHeaders(request), connection: 'Upgrade', upgrade: request.headers.upgrade ?? 'websocket' };
+    const headers = { ...forwardHeaders(request), ...service.headers?.(), connection: 'Upgrade', upgrade: request.headers.upgrade ?? 'websocket' };
     const lines = [`${request.method ?? 'GET'} ${upstreamPath} HTTP/1.1`, ...Object.entries(headers).flatMap(([key, value]) => (Array.isArray(value) ? value : [value]).filter((v) => v !== undefined).map((v) => `${key}: ${v}`))];
     upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
     if (head.length > 0) upstream.write(head);

@@ -16,6 +16,8 @@ export interface ModelInfo {
   encoding?: EncodingName;
   /** US dollars per million tokens. */
   price?: { input: number; output: number };
+  /** Takes images in tool results (gui screenshots): known for Anthropic and OpenAI models; WORKCELL_MODEL_VISION says for others. */
+  vision?: boolean;
 }
 
 /** The window assumed for a model nobody told us about. */
@@ -30,33 +32,33 @@ interface Entry extends ModelInfo {
 // prefix ("openai/gpt-4o" → "gpt-4o") or an Ollama tag (":8b" is kept for the size patterns that need it).
 const table: Entry[] = [
   // Anthropic
-  { pattern: /^claude-opus-4-(5|6)/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 5, output: 25 } },
-  { pattern: /^claude-opus-4/, contextWindow: 200_000, maxOutputTokens: 32_000, price: { input: 15, output: 75 } },
-  { pattern: /^claude-sonnet-4/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 3, output: 15 } },
-  { pattern: /^claude-haiku-4/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 1, output: 5 } },
-  { pattern: /^claude-3-7-sonnet/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 3, output: 15 } },
-  { pattern: /^claude-3-5-sonnet/, contextWindow: 200_000, maxOutputTokens: 8192, price: { input: 3, output: 15 } },
-  { pattern: /^claude-3-5-haiku/, contextWindow: 200_000, maxOutputTokens: 8192, price: { input: 0.8, output: 4 } },
-  { pattern: /^claude-3-opus/, contextWindow: 200_000, maxOutputTokens: 4096, price: { input: 15, output: 75 } },
-  { pattern: /^claude-3-haiku/, contextWindow: 200_000, maxOutputTokens: 4096, price: { input: 0.25, output: 1.25 } },
-  { pattern: /^claude/, contextWindow: 200_000, maxOutputTokens: 8192 },
+  { pattern: /^claude-opus-4-(5|6)/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 5, output: 25 }, vision: true },
+  { pattern: /^claude-opus-4/, contextWindow: 200_000, maxOutputTokens: 32_000, price: { input: 15, output: 75 }, vision: true },
+  { pattern: /^claude-sonnet-4/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 3, output: 15 }, vision: true },
+  { pattern: /^claude-haiku-4/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 1, output: 5 }, vision: true },
+  { pattern: /^claude-3-7-sonnet/, contextWindow: 200_000, maxOutputTokens: 64_000, price: { input: 3, output: 15 }, vision: true },
+  { pattern: /^claude-3-5-sonnet/, contextWindow: 200_000, maxOutputTokens: 8192, price: { input: 3, output: 15 }, vision: true },
+  { pattern: /^claude-3-5-haiku/, contextWindow: 200_000, maxOutputTokens: 8192, price: { input: 0.8, output: 4 }, vision: true },
+  { pattern: /^claude-3-opus/, contextWindow: 200_000, maxOutputTokens: 4096, price: { input: 15, output: 75 }, vision: true },
+  { pattern: /^claude-3-haiku/, contextWindow: 200_000, maxOutputTokens: 4096, price: { input: 0.25, output: 1.25 }, vision: true },
+  { pattern: /^claude/, contextWindow: 200_000, maxOutputTokens: 8192, vision: true },
   // OpenAI
-  { pattern: /^gpt-5(\.\d+)?-nano/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 0.05, output: 0.4 } },
-  { pattern: /^gpt-5(\.\d+)?-mini/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 0.25, output: 2 } },
-  { pattern: /^gpt-5/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 1.25, output: 10 } },
-  { pattern: /^gpt-4\.1-nano/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 0.1, output: 0.4 } },
-  { pattern: /^gpt-4\.1-mini/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 0.4, output: 1.6 } },
-  { pattern: /^gpt-4\.1/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 2, output: 8 } },
-  { pattern: /^gpt-4o-mini/, contextWindow: 128_000, maxOutputTokens: 16_384, encoding: 'o200k_base', price: { input: 0.15, output: 0.6 } },
-  { pattern: /^gpt-4o/, contextWindow: 128_000, maxOutputTokens: 16_384, encoding: 'o200k_base', price: { input: 2.5, output: 10 } },
-  { pattern: /^gpt-4-turbo/, contextWindow: 128_000, maxOutputTokens: 4096, encoding: 'cl100k_base', price: { input: 10, output: 30 } },
+  { pattern: /^gpt-5(\.\d+)?-nano/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 0.05, output: 0.4 }, vision: true },
+  { pattern: /^gpt-5(\.\d+)?-mini/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 0.25, output: 2 }, vision: true },
+  { pattern: /^gpt-5/, contextWindow: 400_000, maxInputTokens: 272_000, maxOutputTokens: 128_000, encoding: 'o200k_base', price: { input: 1.25, output: 10 }, vision: true },
+  { pattern: /^gpt-4\.1-nano/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 0.1, output: 0.4 }, vision: true },
+  { pattern: /^gpt-4\.1-mini/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 0.4, output: 1.6 }, vision: true },
+  { pattern: /^gpt-4\.1/, contextWindow: 1_047_576, maxOutputTokens: 32_768, encoding: 'o200k_base', price: { input: 2, output: 8 }, vision: true },
+  { pattern: /^gpt-4o-mini/, contextWindow: 128_000, maxOutputTokens: 16_384, encoding: 'o200k_base', price: { input: 0.15, output: 0.6 }, vision: true },
+  { pattern: /^gpt-4o/, contextWindow: 128_000, maxOutputTokens: 16_384, encoding: 'o200k_base', price: { input: 2.5, output: 10 }, vision: true },
+  { pattern: /^gpt-4-turbo/, contextWindow: 128_000, maxOutputTokens: 4096, encoding: 'cl100k_base', price: { input: 10, output: 30 }, vision: true },
   { pattern: /^gpt-4(-\d{4})?$/, contextWindow: 8192, maxOutputTokens: 8192, encoding: 'cl100k_base', price: { input: 30, output: 60 } },
   { pattern: /^gpt-3\.5-turbo/, contextWindow: 16_385, maxOutputTokens: 4096, encoding: 'cl100k_base', price: { input: 0.5, output: 1.5 } },
   { pattern: /^o1-mini/, contextWindow: 128_000, maxOutputTokens: 65_536, encoding: 'o200k_base', price: { input: 1.1, output: 4.4 } },
-  { pattern: /^o1/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 15, output: 60 } },
+  { pattern: /^o1/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 15, output: 60 }, vision: true },
   { pattern: /^o3-mini/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 1.1, output: 4.4 } },
-  { pattern: /^o3/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 2, output: 8 } },
-  { pattern: /^o4-mini/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 1.1, output: 4.4 } },
+  { pattern: /^o3/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 2, output: 8 }, vision: true },
+  { pattern: /^o4-mini/, contextWindow: 200_000, maxOutputTokens: 100_000, encoding: 'o200k_base', price: { input: 1.1, output: 4.4 }, vision: true },
   { pattern: /^gpt-oss/, contextWindow: 131_072, maxOutputTokens: 32_768, encoding: 'o200k_base' },
   // Open-weight models as openai-compatible servers (vLLM, llama.cpp, LM Studio, Ollama) name them. These are the
   // models' own windows: a server may be started with less (Ollama's default num_ctx is small), which the operator
@@ -92,9 +94,10 @@ export function modelInfo(provider: string, modelId: string): ModelInfo {
   const id = normalize(modelId);
   const entry = provider === 'script' ? undefined : table.find((candidate) => candidate.pattern.test(id));
   if (entry === undefined) return { contextWindow: defaultContextWindow, maxOutputTokens: defaultMaxOutputTokens };
-  const { pattern: _pattern, price, ...info } = entry;
-  const priced = provider === 'anthropic' || provider === 'openai';
-  return { ...info, ...(priced && price !== undefined ? { price } : {}) };
+  const { pattern: _pattern, price, vision, ...info } = entry;
+  // Prices and vision as listed hold for the vendors' own APIs; a self-hosted server of the same name may differ.
+  const vendor = provider === 'anthropic' || provider === 'openai';
+  return { ...info, ...(vendor && price !== undefined ? { price } : {}), ...(vendor && vision === true ? { vision } : {}) };
 }
 
 /** Splits "provider:model" (the job row's model_used); undefined when it is not one. */

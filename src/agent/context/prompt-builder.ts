@@ -4,6 +4,8 @@
 //   3. the running summary of what was condensed, if anything was;
 //   4. the most recent steps: verbatim (long tool outputs and long arguments cut head and tail, with a handle the
 //      agent can pass to recall), older ones masked (each output replaced by a one-line stub naming its handle).
+//      For models that take images, the latest tool images (gui screenshots, images.ts) go with their results as
+//      images; older ones become a one-line note (they are many tokens each, and only the latest screen matters).
 // The budget is a fraction (75 %) of the model's window, less for models whose input is capped below the window;
 // the rest is left for the answer (maxOutputTokens is set to what remains).
 //
@@ -17,6 +19,7 @@ import type { EventSink } from '../../jobs/event-log.ts';
 import { errorMessage } from '../../errors.ts';
 import { modelOutputMaxChars } from '../tools/definitions.ts';
 import { describeCall, longArgumentChars, type ContextStore, type StoredEvent } from './context-store.ts';
+import { imageRefsOf, imageTokens, type ImageStore } from './images.ts';
 import { compressPrompt, cutMiddle, keepEnd, rejectSummary, summarizerSystemPrompt, updatePrompt, type Summarizer, type SummaryAnswer } from './summarize.ts';
 
 /** Share of the window a prompt may fill; the rest is for the answer. */
@@ -40,6 +43,8 @@ export interface PromptBuilderOptions {
   /** Folds condensed steps into the summary; without it, condensation always uses the digest. */
   summarize?: Summarizer | undefined;
   logger?: Pick<Logger, 'info' | 'warn'> | undefined;
+  /** For models that take images: where tool images are read from, and how many of the latest are sent. */
+  images?: { store: Pick<ImageStore, 'load'>; latest: number } | undefined;
 }
 
 export interface PromptStats {
@@ -60,6 +65,8 @@ export interface AssembledPrompt {
   estimatedTokens: number;
   /** Characters of the same, for calibrating an estimated count against what the provider reports. */
   chars: number;
+  /** Tokens counted for images (part of estimatedTokens, with no characters in `chars`). */
+  imageTokens: number;
   maxOutputTokens: number;
   stats: PromptStats;
 }
@@ -73,6 +80,8 @@ interface Rendered {
   messages: ModelMessage[];
   tokens: number;
   chars: number;
+  /** Of `tokens`, those of images sent. */
+  imageTokens?: number;
 }
 
 type Unit =
@@ -106,6 +115,8 @@ export class PromptBuilder {
   readonly #views = new Map<string, string>();
   /** Where the visible head of a cut output ends: a bare `handle:` recall continues from there. */
   readonly #shownHead = new Map<string, number>();
+  /** The image paths the prompt being planned sends as images (the latest ones; see #latestImages). */
+  #shownImages = new Set<string>();
   #summaryFailures = 0;
   #summariesToSkip = 0;
   #lastCapChars = modelOutputMaxChars;
@@ -172,6 +183,7 @@ export class PromptBuilder {
     if (summary !== undefined && summaryTokens > summaryBudget) return { kind: 'compress', summary };
 
     const units = toUnits(this.#store.tail(through));
+    this.#shownImages = this.#latestImages(units);
     const tailBudget = room - summaryTokens;
     const fit = this.#fit(units, tailBudget);
     // Older steps are condensed when the recent ones do not fit with old outputs masked, or when the newest step
@@ -185,6 +197,7 @@ export class PromptBuilder {
     const parts = [...pinned, ...(summaryRendered ? [summaryRendered] : []), ...fit.rendered];
     const tokens = this.#fixedTokens + sum(parts.map((part) => part.tokens));
     const chars = this.#fixedChars + sum(parts.map((part) => part.chars));
+    const imageTokens = sum(parts.map((part) => part.imageTokens ?? 0));
     const margin = Math.ceil(tokens * (this.#store.counter.exact ? 0.03 : 0.08)) + 64;
     const maxOutputTokens = Math.max(64, Math.min(this.#options.modelMaxOutputTokens, this.window - tokens - margin));
     return {
@@ -194,6 +207,7 @@ export class PromptBuilder {
         messages: parts.flatMap((part) => part.messages),
         estimatedTokens: tokens,
         chars,
+        imageTokens,
         maxOutputTokens,
         stats: {
           window: this.window,
@@ -444,6 +458,21 @@ export class PromptBuilder {
     return stringOf(task?.data.text);
   }
 
+  /** The paths of the latest `images.latest` images of successful tool results, newest first; none without vision. */
+  #latestImages(units: Unit[]): Set<string> {
+    const shown = new Set<string>();
+    const latest = this.#options.images?.latest ?? 0;
+    for (let index = units.length - 1; index >= 0 && shown.size < latest; index--) {
+      const unit = units[index]!;
+      if (unit.kind !== 'step') continue;
+      for (const result of [...unit.results].reverse()) {
+        if (result.data.is_error === true) continue;
+        for (const ref of imageRefsOf(result.data).reverse()) if (shown.size < latest) shown.add(ref.path);
+      }
+    }
+    return shown;
+  }
+
   // --- rendering
 
   #count(text: string): number {
@@ -468,7 +497,9 @@ export class PromptBuilder {
   }
 
   #renderStep(unit: StepUnit, level: 'full' | 'masked', capChars: number): Rendered {
-    const key = `${unit.firstSeq}:${unit.lastSeq}:${level}:${level === 'full' ? capChars : 0}:${this.#store.counter.charsPerToken}`;
+    const unitImages = unit.results.flatMap((result) => imageRefsOf(result.data).map((ref) => ref.path));
+    const shownHere = level === 'full' ? unitImages.filter((path) => this.#shownImages.has(path)) : [];
+    const key = `${unit.firstSeq}:${unit.lastSeq}:${level}:${level === 'full' ? capChars : 0}:${this.#store.counter.charsPerToken}:${shownHere.join(',')}`;
     const memo = this.#memo.get(key);
     if (memo !== undefined) return memo;
     const calls = callsOf(unit.turn);
@@ -481,6 +512,7 @@ export class PromptBuilder {
     let chars = textCut.text.length;
     const argsCut: boolean[] = [];
     const resultParts: ToolResultPart[] = [];
+    let imageTokensSent = 0;
     calls.forEach((call, position) => {
       const result = results.get(call.call_id);
       const handle = stringOf(result?.data.handle) || `step-${unit.step}-call-${position + 1}`;
@@ -512,9 +544,31 @@ export class PromptBuilder {
           outputTokens = wholeTokens;
         }
       }
+      // Images: the latest go along as images (models with vision only); the others are named in a note.
+      const files: Array<{ type: 'file'; mediaType: string; data: { type: 'data'; data: string } }> = [];
+      const refs = result === undefined || level === 'masked' || this.#options.images === undefined ? [] : imageRefsOf(result.data);
+      for (const ref of refs) {
+        const bytes = !isError && this.#shownImages.has(ref.path) ? this.#options.images?.store.load(ref.path) : undefined;
+        if (bytes !== undefined) {
+          files.push({ type: 'file', mediaType: ref.media_type, data: { type: 'data', data: bytes.toString('base64') } });
+          const cost = imageTokens(ref.width, ref.height);
+          outputTokens += cost;
+          imageTokensSent += cost;
+          continue;
+        }
+        const size = ref.width === undefined || ref.height === undefined ? '' : ` (${ref.width}x${ref.height})`;
+        const note = `\n[image ${ref.path}${size} not shown: only the latest ${this.#options.images?.latest ?? 0} images stay in your context; take a new screenshot to see the screen as it is now]`;
+        output += note;
+        outputTokens += this.#count(note);
+      }
       tokens += overhead.toolResult + outputTokens;
       chars += output.length;
-      resultParts.push({ type: 'tool-result', toolCallId: call.call_id, toolName: call.name, output: isError ? { type: 'error-text', value: output } : { type: 'text', value: output } });
+      resultParts.push({
+        type: 'tool-result',
+        toolCallId: call.call_id,
+        toolName: call.name,
+        output: isError ? { type: 'error-text', value: output } : files.length > 0 ? { type: 'content', value: [{ type: 'text', text: output }, ...files] } : { type: 'text', value: output },
+      });
     });
     // The turn's own words and uncut arguments, measured once when it was stored.
     const uncutShare = unit.turn === undefined ? 0 : textCut.omitted === 0 && argsCut.every((cut) => !cut) ? this.#tokensOf(unit.turn) : this.#count(textCut.text) + this.#count(calls.filter((_, index) => !argsCut[index]).map((call) => `${call.name} ${JSON.stringify(call.args ?? {})}`).join('\n'));
@@ -522,7 +576,7 @@ export class PromptBuilder {
     if (parts.length === 0) parts.push({ type: 'text', text: '(no response)' });
     const messages: ModelMessage[] = [{ role: 'assistant', content: parts }];
     if (resultParts.length > 0) messages.push({ role: 'tool', content: resultParts });
-    const rendered = { messages, tokens, chars };
+    const rendered: Rendered = { messages, tokens, chars, ...(imageTokensSent === 0 ? {} : { imageTokens: imageTokensSent }) };
     if (this.#memo.size > 20_000) this.#memo.clear();
     this.#memo.set(key, rendered);
     return rendered;

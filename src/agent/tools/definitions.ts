@@ -4,7 +4,9 @@
 // (one place for validation, errors, truncation and timing); this file must stay free of behaviour.
 import { tool, type ToolSet } from 'ai';
 import { z } from 'zod';
-import { maxFileBytes } from '../../sandboxd/protocol.ts';
+import { checkGuiFields, defaultScreen as screen, guiFieldSchemas, launchWindowWaitMs, maxKeys, maxScriptLines, maxScrollAmount, maxTypeChars, scriptTimeoutMs } from '../../sandboxd/gui/gui-request.ts';
+import { allowedScriptCommands, maxScriptSleepSeconds } from '../../sandboxd/gui/xdotool-script.ts';
+import { codeLanguages, maxCodeChars, maxFileBytes, runCodeDefaultTimeoutMs, runCodeMaxTimeoutMs } from '../../sandboxd/protocol.ts';
 
 /** Characters of a tool's output the model sees; longer output keeps its head and tail (the whole is recorded). */
 export const modelOutputMaxChars = 30_000;
@@ -38,6 +40,34 @@ export const toolDefinitions = {
         .max(shellMaxTimeoutMs)
         .optional()
         .describe(`How long to wait for the command, in milliseconds (default ${shellDefaultTimeoutMs}, at most ${shellMaxTimeoutMs}). Raise it for long builds or test suites.`),
+    }),
+  },
+  run_code: {
+    description: [
+      'Run Python, TypeScript or JavaScript code in a Jupyter kernel inside the sandbox, like a notebook cell, and get back what it printed (stdout, stderr), the value of its last expression, the images it displayed (plots) and any error with its traceback.',
+      'Each language has one kernel for the whole job that keeps its state between calls: variables, imports, functions and classes defined in one call exist in the next. The first call of a language starts its kernel (a few seconds). The working directory is /workspace.',
+      '- python: IPython (ipykernel) with numpy, pandas and matplotlib. A matplotlib plot (plt.show(), or a figure as the last expression) comes back as a PNG image; `!command` runs a shell command; `%timeit` and other IPython magics work.',
+      "- typescript: tslab. Each call is type-checked before it runs: a type error is reported as an error and nothing of the call runs. Node's modules can be imported (import * as fs from \"fs\"); top-level await works.",
+      '- javascript: tslab in JavaScript mode (Node 24): same as typescript without types.',
+      `timeout_ms bounds the execution (default ${runCodeDefaultTimeoutMs} ms, at most ${runCodeMaxTimeoutMs} ms); starting the kernel does not count. At the timeout the code is interrupted (KeyboardInterrupt in Python) and the kernel keeps its state. If it does not stop within seconds, its kernel is replaced by a new one and the state is lost; a kernel that dies (os._exit, a crash, the memory limit) is restarted, also losing its state. The result says when that happens: run your setup code again.`,
+      `Printed output beyond about 768 KB per call keeps only its beginning and end, at most 8 images come back per call, and you see at most ${modelOutputMaxChars} characters (the beginning and the end). For large data, save it to a file and look at parts of it; save many plots to files (plt.savefig) instead of showing them. Images reach you as images when your model accepts them; only the latest ones stay in view. There is no input: input() and prompts fail.`,
+      'The result starts with the status: ok, error (an exception, or a compile or type error), timeout, or kernel_died. Invalid arguments (an unknown language, empty code, a timeout out of range) are refused with a message saying what to fix; unavailable means Jupyter could not start (the message says why).',
+      `Use shell for commands, builds and tests; use run_code to compute, explore data and plot step by step. Code longer than ${maxCodeChars} characters belongs in a file (write_file), run with the shell.`,
+    ].join('\n'),
+    inputSchema: z.strictObject({
+      language: z.enum(codeLanguages).describe('The kernel to run the code in: python, typescript or javascript.'),
+      code: z
+        .string()
+        .min(1)
+        .max(maxCodeChars)
+        .describe('The code to run, one or more lines, like a notebook cell: the value of its last expression is returned (python, typescript; javascript prints it).'),
+      timeout_ms: z
+        .number()
+        .int()
+        .min(1000)
+        .max(runCodeMaxTimeoutMs)
+        .optional()
+        .describe(`How long the code may run, in milliseconds (default ${runCodeDefaultTimeoutMs}, at most ${runCodeMaxTimeoutMs}); then it is interrupted.`),
     }),
   },
   read_file: {
@@ -86,6 +116,42 @@ export const toolDefinitions = {
       'Deletion is permanent. Deleting /workspace itself or anything outside it is refused; a missing path gives not_found.',
     ].join('\n'),
     inputSchema: z.strictObject({ path: workspacePath.describe('Path of the file or directory to delete, relative to /workspace.') }),
+  },
+  gui: {
+    description: [
+      `Use the sandbox's X desktop (${screen.width}x${screen.height} pixels, openbox window manager) as a person at a screen would: take screenshots, start programs, click, type and press keys. It is for testing and using graphical programs (a GUI app you built, a browser, a terminal window); people can watch the same desktop live and take it over.`,
+      'The desktop starts on your first gui call (about a second). Once it runs, graphical programs started from the shell (DISPLAY=:1 is set there, e.g. `python3 app.py &`) appear on it too.',
+      'Actions and the fields each takes (any other field is refused):',
+      '- screenshot: a PNG of the whole screen, and the list of windows.',
+      '- windows: the open windows, topmost first: title, program, the active (focused) one, and absolute positions in screen pixels: "content" is the window\'s own area (x, y of its top-left corner, width, height), without the title bar; click inside it.',
+      `- launch {command}: start a program on the desktop, e.g. "xterm" or "python3 /workspace/app.py": a bash command line run in /workspace, detached (it keeps running), its output appended to a log file the result names (read it with the shell). Waits up to ${launchWindowWaitMs / 1000} s for the program's first window and reports it; a program that exits at once with an error fails with its output.`,
+      '- click {x, y, button?}: move the pointer to (x, y) and click; button is left (default), middle or right. double_click {x, y, button?}. move {x, y}: only move the pointer (hover).',
+      '- drag {x, y, to_x, to_y, button?}: press at (x, y), move to (to_x, to_y), release.',
+      `- scroll {x, y, direction, amount?}: turn the mouse wheel up, down, left or right by amount steps (default 3, at most ${maxScrollAmount}) with the pointer at (x, y).`,
+      `- type {text}: type text into the window that has the keyboard focus (click it first); a newline presses Return. At most ${maxTypeChars} characters (about 80 a second).`,
+      `- key {keys}: press keys in xdotool syntax: a key name (Return, Escape, Tab, BackSpace, Delete, Up, Down, Page_Down, Home, F5, a, space, slash), combinations joined with + (ctrl+s, ctrl+shift+t, alt+F4), several separated by spaces to press one after another ("ctrl+a Delete"). At most ${maxKeys} keys.`,
+      `- script {script}: several xdotool commands, one per line, run in order in one call, e.g. "mousemove 100 200\\nclick 1\\ntype \\"hello world\\"\\nkey Return". Commands: ${[...allowedScriptCommands].join(', ')} (sleep at most ${maxScriptSleepSeconds} s). It is not a shell: no pipes, redirections, ";" or variables; quote text with spaces or special characters. At most ${maxScriptLines} lines and ${scriptTimeoutMs / 1000} s; a line that fails stops the script and the error says which.`,
+      `Coordinates are screen pixels: x from 0 at the left edge to ${screen.width - 1}, y from 0 at the top to ${screen.height - 1}; coordinates off the screen are refused. Take positions from a screenshot or from the windows action.`,
+      'After launch, click, double_click, drag, scroll, type, key and script you get a screenshot taken once the screen has stopped changing (move: only with screenshot: true); pass screenshot: false to skip it. Screenshots reach you as images when your model accepts images, otherwise as text (the screen size and the windows); only your latest screenshots stay in view as images, older ones become a note.',
+      'Errors: invalid_request (a missing or unexpected field, coordinates off the screen, an unknown key name, a script line that is not allowed) says what to fix; gui_failed (the program exited at once, an xdotool command failed, e.g. a search found no window) carries the reason.',
+    ].join('\n'),
+    inputSchema: z
+      .strictObject({
+        action: guiFieldSchemas.action.describe('What to do: screenshot, windows, launch, click, double_click, move, drag, scroll, type, key or script. See the tool description for the fields each takes.'),
+        x: guiFieldSchemas.x.optional().describe(`Screen x in pixels, 0 (left edge) to ${screen.width - 1}: where to click, double_click, move, scroll or start a drag.`),
+        y: guiFieldSchemas.y.optional().describe(`Screen y in pixels, 0 (top edge) to ${screen.height - 1}.`),
+        to_x: guiFieldSchemas.to_x.optional().describe('drag: where to release the button, screen x.'),
+        to_y: guiFieldSchemas.to_y.optional().describe('drag: where to release the button, screen y.'),
+        button: guiFieldSchemas.button.optional().describe('click, double_click, drag: left (default), middle or right.'),
+        direction: guiFieldSchemas.direction.optional().describe('scroll: up, down, left or right.'),
+        amount: guiFieldSchemas.amount.optional().describe(`scroll: wheel steps, 1 to ${maxScrollAmount} (default 3).`),
+        text: guiFieldSchemas.text.optional().describe('type: the text to type into the focused window.'),
+        keys: guiFieldSchemas.keys.optional().describe('key: keys in xdotool syntax, e.g. "Return", "ctrl+s", "ctrl+a Delete".'),
+        command: guiFieldSchemas.command.optional().describe('launch: the command line to start, e.g. "xterm".'),
+        script: guiFieldSchemas.script.optional().describe('script: xdotool commands, one per line.'),
+        screenshot: guiFieldSchemas.screenshot.optional().describe('Whether to return a screenshot after the action (default true, false for move).'),
+      })
+      .superRefine(checkGuiFields),
   },
   recall: {
     description: [

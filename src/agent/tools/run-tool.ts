@@ -12,6 +12,7 @@ import { SandboxdError, type SandboxdClient } from '../../runtimes/sandboxd-clie
 import type { LimitCounters, SandboxLimits } from '../../runtimes/types.ts';
 import type { RouteResponse } from '../../sandboxd/protocol.ts';
 import type { FileOperation, FileOperationRecord } from '../../jobs/audit-log.ts';
+import type { ToolImage } from '../context/images.ts';
 import { isToolName, modelOutputMaxChars, shellDefaultTimeoutMs, toolDefinitions, toolNames, toolSignature, type ToolInput, type ToolName } from './definitions.ts';
 
 /** What the tools need of sandboxd: the client's `call` (a SandboxdClient, or a fake in unit tests). */
@@ -49,6 +50,8 @@ export interface ToolRunResult {
   finishSummary?: string;
   /** The limits this call ran into (a note for each is at the end of `output`). */
   limitsHit?: LimitHit[];
+  /** Images the tool returned (gui screenshots), for the loop to store and models with vision to see. */
+  images?: ToolImage[];
 }
 
 export interface RunToolOptions {
@@ -64,6 +67,7 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
   const { signal } = options;
   signal.throwIfAborted();
   const started = performance.now();
+  let images: ToolImage[] | undefined;
   const done = (isError: boolean, output: string, finishSummary?: string, limitsHit: LimitHit[] = []): ToolRunResult => {
     const { text, omittedChars } = truncateMiddle(output, modelOutputMaxChars);
     return {
@@ -74,6 +78,7 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
       durationMs: Math.round(performance.now() - started),
       ...(finishSummary === undefined ? {} : { finishSummary }),
       ...(limitsHit.length === 0 ? {} : { limitsHit }),
+      ...(images === undefined || images.length === 0 ? {} : { images }),
     };
   };
 
@@ -94,6 +99,7 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
     const outcome = await execute(client, name, parsed.value, signal, options);
     output = outcome.output;
     finishSummary = outcome.finishSummary;
+    images = outcome.images;
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     isError = true;
@@ -193,7 +199,7 @@ function preview(text: string): string {
   return text.length <= limit ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, limit))} (${text.length} characters in all)`;
 }
 
-async function execute(client: SandboxdCaller, name: ToolName, args: Record<string, unknown>, signal: AbortSignal, options: RunToolOptions): Promise<{ output: string; finishSummary?: string }> {
+async function execute(client: SandboxdCaller, name: ToolName, args: Record<string, unknown>, signal: AbortSignal, options: RunToolOptions): Promise<{ output: string; finishSummary?: string; images?: ToolImage[] }> {
   switch (name) {
     case 'shell': {
       const { command, timeout_ms } = args as ToolInput<'shell'>;
@@ -224,6 +230,11 @@ async function execute(client: SandboxdCaller, name: ToolName, args: Record<stri
       const { path } = args as ToolInput<'delete_file'>;
       const result = await client.call('deleteFile', { path }, { signal });
       return { output: `Deleted ${result.type === 'directory' ? 'directory' : result.type} ${result.path}.` };
+    }
+    case 'gui': {
+      const result = await client.call('gui', args as ToolInput<'gui'>, { signal });
+      const shot = result.screenshot;
+      return { output: result.output, ...(shot === undefined ? {} : { images: [{ mediaType: shot.media_type, data: Buffer.from(shot.data, 'base64'), width: shot.width, height: shot.height }] }) };
     }
     case 'finish': {
       const { summary } = args as ToolInput<'finish'>;

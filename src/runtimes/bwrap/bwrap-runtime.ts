@@ -234,6 +234,8 @@ export class BwrapRuntime implements SandboxRuntime {
       // The sandbox id on the command line labels bwrap and sandboxd, so orphans can be found by it (bwrap/reap.ts).
       '--label', sandboxId,
       ...(launch.egress === undefined ? [] : ['--proxy-socket', sandboxProxySocket, '--proxy-port', String(sandboxProxyPort)]),
+      // Jupyter serves its pages under the orchestrator's prefix for the job (api/routes/services.ts).
+      '--jupyter-base-url', `/jobs/${encodeURIComponent(spec.jobId)}/jupyter/`,
     ];
     const logPath = join(spec.logDir, 'sandbox.log');
     const logFd = openSync(logPath, 'a', 0o640);

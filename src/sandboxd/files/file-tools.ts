@@ -1,4 +1,4 @@
-// sandboxd's file tools: read, write, edit, list and delete inside the workspace. MUST NEVER TOUCH A PATH OUTSIDE
+// sandboxd's file tools: read, write, edit, list and delete inside the workspace (search: search.ts). MUST NEVER TOUCH A PATH OUTSIDE
 // THE WORKSPACE ROOT: every path goes through confine() (lexical checks, then symlinks resolved by hand and the
 // result checked against realpath(root)), the tools act on the resolved path only, final components are opened
 // with O_NOFOLLOW (and O_NONBLOCK, so a FIFO cannot hang a call), listings never descend into symlinks, and delete
@@ -24,6 +24,7 @@ import {
   type writeFileResponse,
 } from '../protocol.ts';
 import { confine, isInside, lexicalRelative } from './confine.ts';
+import { directoryRules, ignoredBecause, type RuleStack } from './ignore-rules.ts';
 
 export type ReadFileRequest = z.output<typeof readFileRequest>;
 export type ReadFileResponse = z.output<typeof readFileResponse>;
@@ -39,6 +40,8 @@ type FileType = z.output<typeof fileEntry>['type'];
 
 /** Most entries list_files returns; the rest is reported as `truncated`. */
 export const maxListEntries = 1000;
+/** Most ignored entries a listing names (all are counted). */
+export const maxIgnoredEntries = 100;
 
 const readFlags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const editFlags = constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -247,7 +250,7 @@ export class WorkspaceFiles {
     }
   }
 
-  async list(request: ListFilesRequest): Promise<ListFilesResponse> {
+  async list(request: Pick<ListFilesRequest, 'path' | 'depth'> & { include_ignored?: boolean }): Promise<ListFilesResponse> {
     const target = await this.#confine(request.path, true);
     try {
       const stats = await lstat(target.real);
@@ -258,9 +261,17 @@ export class WorkspaceFiles {
       throw fileSystemError(error, target.relative, 'list');
     }
     const entries: ListFilesResponse['entries'] = [];
+    const ignored: ListFilesResponse['ignored'] = [];
+    let ignoredCount = 0;
     let truncated = false;
+    // Ignore rules are matched against where things really are (below the workspace's real root); the listing shows
+    // paths as the caller named them.
+    const realRelative = target.real === target.rootReal ? '.' : target.real.slice(target.rootReal.length + 1);
+    const rules = request.include_ignored ? [] : await this.#rulesDownTo(target.rootReal, realRelative);
     // Breadth first, so that a cut at maxListEntries keeps the shallow levels, which say the most about a tree.
-    const queue: { real: string; relative: string; level: number }[] = [{ real: target.real, relative: target.relative, level: 1 }];
+    const queue: { real: string; relative: string; realRelative: string; level: number; rules: RuleStack }[] = [
+      { real: target.real, relative: target.relative, realRelative, level: 1, rules },
+    ];
     for (let item = queue.shift(); item !== undefined && !truncated; item = queue.shift()) {
       let names: string[];
       try {
@@ -277,19 +288,43 @@ export class WorkspaceFiles {
         } catch {
           continue;
         }
+        const relative = item.relative === '.' ? name : `${item.relative}/${name}`;
+        const entryRealRelative = item.realRelative === '.' ? name : `${item.realRelative}/${name}`;
+        const type = fileType(entryStats);
+        if (!request.include_ignored) {
+          const reason = ignoredBecause(item.rules, entryRealRelative, name, type === 'directory');
+          if (reason !== undefined) {
+            if (ignoredCount++ < maxIgnoredEntries) ignored.push({ path: relative, type, reason });
+            continue;
+          }
+        }
         if (entries.length >= maxListEntries) {
           truncated = true;
           break;
         }
-        const relative = item.relative === '.' ? name : `${item.relative}/${name}`;
-        const type = fileType(entryStats);
         entries.push({ path: relative, type, size: type === 'file' || type === 'symlink' ? entryStats.size : 0 });
         // Symlinks are listed, never followed: a link may point anywhere.
-        if (type === 'directory' && item.level < request.depth) queue.push({ real, relative, level: item.level + 1 });
+        if (type === 'directory' && item.level < request.depth) {
+          const own = request.include_ignored ? undefined : await directoryRules(real, entryRealRelative);
+          queue.push({ real, relative, realRelative: entryRealRelative, level: item.level + 1, rules: own === undefined ? item.rules : [...item.rules, own] });
+        }
       }
     }
     entries.sort((a, b) => comparePaths(a.path, b.path));
-    return { path: target.relative, entries, truncated };
+    ignored.sort((a, b) => comparePaths(a.path, b.path));
+    return { path: target.relative, entries, truncated, ignored, ignored_count: ignoredCount };
+  }
+
+  /** The ignore rules of every directory from the workspace root down to `realRelative` (inclusive), outermost first. */
+  async #rulesDownTo(rootReal: string, realRelative: string): Promise<RuleStack> {
+    const parts = realRelative === '.' ? [] : realRelative.split('/');
+    const stack = [];
+    for (let depth = 0; depth <= parts.length; depth++) {
+      const relative = depth === 0 ? '.' : parts.slice(0, depth).join('/');
+      const rules = await directoryRules(depth === 0 ? rootReal : join(rootReal, relative), relative);
+      if (rules !== undefined) stack.push(rules);
+    }
+    return stack;
   }
 
   async delete(request: DeleteFileRequest): Promise<DeleteFileResponse> {

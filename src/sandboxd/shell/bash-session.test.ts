@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { mkdtemp, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BashSession } from './bash-session.ts';
 import { descendantsOf } from './process-tree.ts';
+import { alternateScreenNote } from './terminal-text.ts';
 
 let workspace: string;
 let session: BashSession;
@@ -21,15 +22,16 @@ afterEach(async () => {
 
 const run = (command: string, timeoutMs = 10_000) => session.exec({ command, timeoutMs });
 
-describe('BashSession', () => {
-  it('starts in the workspace with the documented environment', async () => {
-    const result = await run('pwd; echo "$LANG $TERM $PAGER $GIT_PAGER"; test -n "$HOME" && test -n "$PATH" && echo ok');
-    expect(result).toMatchObject({ output: `${workspace}\nC.UTF-8 dumb cat cat\nok\n`, exit_code: 0, timed_out: false, session_restarted: false, omitted_bytes: 0 });
+describe('BashSession on a PTY', () => {
+  it('starts in the workspace on a terminal, with the documented environment', async () => {
+    const result = await run('pwd; echo "$LANG $TERM $PAGER $GIT_PAGER $COLUMNS"; test -n "$HOME" && test -n "$PATH" && echo ok; tty; test -t 0 && test -t 1 && test -t 2 && echo all-terminals; stty size');
+    expect(result).toMatchObject({ exit_code: 0, timed_out: false, session_restarted: false, omitted_bytes: 0 });
+    expect(result.output).toMatch(new RegExp(`^${workspace}\\nC.UTF-8 xterm-256color cat cat 200\\nok\\n/dev/pts/\\d+\\nall-terminals\\n50 200\\n$`));
   });
 
-  it('keeps cwd and exported variables between calls', async () => {
-    await run('mkdir -p sub/dir && cd sub/dir && export GREETING=hello && answer=42');
-    expect((await run('pwd; echo "$GREETING $answer"; bash -c \'echo "child sees $GREETING"\'')).output).toBe(`${workspace}/sub/dir\nhello 42\nchild sees hello\n`);
+  it('keeps cwd, exported variables, functions and aliases between calls', async () => {
+    await run('mkdir -p sub/dir && cd sub/dir && export GREETING=hello && answer=42 && greet() { echo "hi $1"; } && alias ll="echo aliased"');
+    expect((await run('pwd; echo "$GREETING $answer"; bash -c \'echo "child sees $GREETING"\'; greet you; ll')).output).toBe(`${workspace}/sub/dir\nhello 42\nchild sees hello\nhi you\naliased\n`);
   });
 
   it('returns exit codes as data', async () => {
@@ -39,7 +41,7 @@ describe('BashSession', () => {
     expect((await run('ls /definitely/not/here')).exit_code).toBe(2);
   });
 
-  it('captures stderr together with stdout, in order', async () => {
+  it('captures stderr together with stdout, in order, with plain newlines', async () => {
     const result = await run('echo one; echo two >&2; echo three; ls /definitely/not/here');
     expect(result.output).toMatch(/^one\ntwo\nthree\nls: cannot access '\/definitely\/not\/here': No such file or directory\n$/);
   });
@@ -60,19 +62,35 @@ describe('BashSession', () => {
     expect((await run(command)).output).toBe("i=1\ni=2\nline $1 `not run`\n  indented 'quoted'\n");
   });
 
-  it('passes shell metacharacters and quotes exactly', async () => {
-    const tricky = `a'b"c$HOME\\n\`x\` ; | & > < * ? ~ {1,2} $(id) \u00e9 \t end`;
+  it('passes shell metacharacters, quotes, control characters and long commands exactly', async () => {
+    const tricky = `a'b"c$HOME\\n\`x\` ; | & > < * ? ~ {1,2} $(id) !! !$ \u00e9 \t end`;
     const quoted = `'${tricky.replaceAll("'", "'\\''")}'`;
     expect((await run(`printf '%s' ${quoted}`)).output).toBe(tricky);
     expect((await run(`printf '%s' "$(printf '%s' ${quoted})"`)).output).toBe(tricky);
+    // Bytes a terminal would act on (Ctrl-C, Ctrl-D, Ctrl-Z, a carriage return) travel as data: the command is not sent through the terminal.
+    expect((await run("x='\x03\x04\x1a\r'; printf '%s' \"$x\" | od -An -c | tr -s ' '")).output).toBe(' 003 004 032 \\r\n');
+    const long = 'x'.repeat(300_000);
+    const result = await run(`s='${long}'; echo "\${#s}"`);
+    expect(result).toMatchObject({ output: '300000\n', exit_code: 0 });
   });
 
-  it('gives commands /dev/null as stdin, so `cat` returns at once', async () => {
-    const result = await run('cat; read -r line; echo "read=$? line=$line"', 5000);
-    expect(result).toMatchObject({ output: 'read=1 line=\n', exit_code: 0, timed_out: false });
+  it('strips colours and terminal control sequences from the output', async () => {
+    await run('mkdir colours && touch colours/plain.txt && mkdir colours/dir');
+    const result = await run("printf '\\e[31mred\\e[0m\\n'; ls --color=always colours; printf 'progress 10%%\\rprogress 100%%\\n'; printf '\\e]0;title\\a\\e[1mbold\\e[22m\\n'");
+    expect(result.output).toBe('red\ndir  plain.txt\nprogress 100%\nbold\n');
   });
 
-  it('interrupts a command on timeout and keeps the session (and its cwd)', async () => {
+  it('gives commands the terminal as stdin: one that waits for input times out, and says so', async () => {
+    const result = await run('echo asking; read -r answer; echo "answer=$answer"', 500);
+    expect(result).toMatchObject({ output: 'asking\n', exit_code: null, timed_out: true, session_restarted: false, waiting_for_input: true });
+    const cat = await run('cat', 500);
+    expect(cat).toMatchObject({ timed_out: true, waiting_for_input: true, session_restarted: false });
+    // Input given with the command is read as usual, and nothing waits.
+    expect((await run('printf "yes\\n" | { read -r answer; echo "answer=$answer"; }')).output).toBe('answer=yes\n');
+    expect((await run('sleep 1000', 300)).waiting_for_input).toBeUndefined();
+  });
+
+  it('interrupts a command on timeout with Ctrl-C and keeps the session (and its cwd)', async () => {
     await run('mkdir -p kept && cd kept');
     const result = await run('echo started; sleep 1000', 500);
     expect(result).toMatchObject({ output: 'started\n', exit_code: null, timed_out: true, session_restarted: false });
@@ -81,33 +99,52 @@ describe('BashSession', () => {
     expect(await run('pwd')).toMatchObject({ output: `${workspace}/kept\n`, exit_code: 0, timed_out: false });
   });
 
-  it('kills a command that catches SIGINT and carries on, and keeps the session', async () => {
+  it('ends a loop of commands with one Ctrl-C, as a terminal does, and keeps the session', async () => {
     await run('cd /');
-    const result = await run(`node -e "process.on('SIGINT', () => console.log('ignoring SIGINT')); setInterval(() => {}, 1000)"`, 300);
-    expect(result).toMatchObject({ timed_out: true, exit_code: null, session_restarted: false });
+    for (const loop of ['for i in 1 2 3 4 5 6; do sleep 1000; done', 'echo looping; while :; do :; done']) {
+      const result = await run(loop, 300);
+      expect(result).toMatchObject({ timed_out: true, exit_code: null, session_restarted: false });
+      expect((await run('pwd')).output).toBe('/\n');
+    }
+  });
+
+  it('terminates a command that catches SIGINT and carries on, and keeps the session', async () => {
+    await run('cd /');
+    const controller = new AbortController();
+    const pending = session.exec({
+      command: `node -e "process.on('SIGINT', () => console.log('ignoring SIGINT')); require('fs').writeFileSync('${workspace}/ready', ''); setInterval(() => {}, 1000)"`,
+      timeoutMs: 60_000,
+      signal: controller.signal,
+    });
+    await waitFor(() => exists(join(workspace, 'ready')));
+    controller.abort();
+    const result = await pending;
+    expect(result).toMatchObject({ timed_out: false, exit_code: 143, session_restarted: false });
     expect(result.output).toContain('ignoring SIGINT');
     expect((await run('pwd')).output).toBe('/\n');
   });
 
-  it('restarts the session when a loop keeps starting processes after each kill', async () => {
-    await run('cd /');
-    const result = await run('for i in 1 2 3 4 5 6; do sleep 1000; done', 300);
-    expect(result).toMatchObject({ timed_out: true, exit_code: null, session_restarted: true });
-    expect((await run('pwd')).output).toBe(`${workspace}\n`);
-  });
-
-  it('restarts the session when bash itself does not come back (a builtin loop)', async () => {
+  it('restarts the session when bash itself does not come back (a builtin loop with SIGINT ignored)', async () => {
     await run('cd / && export LOST=yes');
     const before = session.pid;
-    const result = await run('echo looping; while :; do :; done', 500);
+    const result = await run('echo looping; trap "" INT; while :; do :; done', 500);
     expect(result).toMatchObject({ output: 'looping\n', timed_out: true, exit_code: null, session_restarted: true });
     const next = await run('pwd; echo "lost=$LOST"');
     expect(next).toMatchObject({ output: `${workspace}\nlost=\n`, exit_code: 0, session_restarted: false });
     expect(session.pid).not.toBe(before);
   });
 
+  it('closes a full-screen program with its quit keys, and says it was there', async () => {
+    await run('printf "some text\\n" > file.txt');
+    const result = await run('vim -u NONE -N file.txt', 1000);
+    expect(result).toMatchObject({ timed_out: true, exit_code: null, session_restarted: false });
+    expect(result.output).toContain(alternateScreenNote);
+    // vim quit without leaving a swap file, and the session goes on.
+    expect(await run('ls -A')).toMatchObject({ output: 'file.txt\n', exit_code: 0 });
+  });
+
   it('caps large output at head + tail and counts what it dropped', async () => {
-    const result = await run("head -c 5000000 /dev/zero | tr '\\0' a; echo; echo END");
+    const result = await run("head -c 5000000 /dev/zero | tr '\\0' a; echo; echo END", 60_000);
     expect(result.exit_code).toBe(0);
     expect(result.omitted_bytes).toBeGreaterThan(2_000_000);
     expect(result.output.length).toBeLessThan(2 * 1024 * 1024 + 200);
@@ -116,11 +153,12 @@ describe('BashSession', () => {
     expect(result.output).toContain(`[... ${result.omitted_bytes} bytes of output omitted ...]`);
   });
 
-  it('does not wait for background processes', async () => {
+  it('does not wait for background processes, which run in process groups of their own', async () => {
     const result = await run('sleep 100 & echo "bg=$!"', 5000);
     expect(result.timed_out).toBe(false);
     expect(result.duration_ms).toBeLessThan(3000);
     const pid = Number(/bg=(\d+)/.exec(result.output)?.[1]);
+    expect(result.output).toContain(`[1] ${pid}\n`);
     expect(isAlive(pid)).toBe(true);
     // A timeout of a later command leaves the background job running, as Ctrl-C in a terminal would.
     expect((await run('sleep 1000', 300)).timed_out).toBe(true);
@@ -144,7 +182,8 @@ describe('BashSession', () => {
   it('restarts bash transparently when a command exits it', async () => {
     await run('cd /');
     const exited = await run('echo bye; exit 3');
-    expect(exited).toMatchObject({ output: 'bye\n', exit_code: 3, session_restarted: true });
+    // An interactive bash says "exit" as it leaves, as in a terminal.
+    expect(exited).toMatchObject({ output: 'bye\nexit\n', exit_code: 3, session_restarted: true });
     expect(await run('pwd')).toMatchObject({ output: `${workspace}\n`, exit_code: 0 });
   });
 
@@ -164,11 +203,7 @@ describe('BashSession', () => {
     await waitFor(() => descendantsOf(session.pid ?? 0).some(({ pid }) => commandName(pid) === 'sleep'));
     controller.abort();
     const result = await pending;
-    expect(result).toMatchObject({ timed_out: false, session_restarted: false });
-    // SIGINT ends it (130); if the SIGINT lands inside execve, where /proc already says "sleep" but bash's INT trap
-    // is still installed, it is lost and the SIGKILL that follows the grace period ends it instead (137, "Killed").
-    expect(result.output.startsWith('go\n')).toBe(true);
-    expect([130, 137]).toContain(result.exit_code);
+    expect(result).toMatchObject({ output: 'go\n', exit_code: 130, timed_out: false, session_restarted: false });
   });
 
   it('leaves background jobs of earlier calls alone on a timeout, even ones that handle SIGINT', async () => {
@@ -177,6 +212,21 @@ describe('BashSession', () => {
     expect((await run('sleep 1000', 300)).timed_out).toBe(true);
     expect(isAlive(pid)).toBe(true);
     await run(`kill ${pid}`);
+  });
+
+  it('shows watchers the raw terminal: the commands sent and the output with its colours', async () => {
+    await run('echo before');
+    const seen: Buffer[] = [];
+    const stop = session.watch((data) => seen.push(data));
+    // The recent past first, then what follows.
+    expect(Buffer.concat(seen).toString()).toContain('before\r\n');
+    await run("printf '\\e[31mred\\e[0m\\n'");
+    stop();
+    await run('echo after');
+    const raw = Buffer.concat(seen).toString();
+    expect(raw).toContain("printf '\\e[31mred\\e[0m\\n'");
+    expect(raw).toContain('\x1b[31mred\x1b[0m\r\n');
+    expect(raw).not.toContain('after');
   });
 
   it('kills everything it started on close', async () => {
@@ -188,13 +238,20 @@ describe('BashSession', () => {
   });
 });
 
-/** Polls a condition about processes (there is no event for "a process started"). */
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+/** Polls a condition about processes or files (there is no event for "a process started"). */
+async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 function commandName(pid: number): string {

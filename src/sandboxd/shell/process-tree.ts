@@ -1,7 +1,7 @@
-// Process-tree helpers over /proc. bash runs commands without job control, so a command's processes share bash's
-// process group with every background job of earlier calls; walking the tree (and remembering which processes
-// existed before a call) is how sandboxd reaches exactly the processes one command started.
-import { readFileSync, readdirSync } from 'node:fs';
+// Process helpers over /proc for the shell sessions: the tree below a bash (what a session started), the members of a
+// process group (a job) or of a session (everything attached to one terminal), the terminal's foreground group,
+// and whether a process is blocked reading its terminal. Reads only; signals go through signalProcess.
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 export interface ProcessEntry {
   pid: number;
@@ -11,6 +11,8 @@ export interface ProcessEntry {
 
 interface ProcessRow extends ProcessEntry {
   parent: number;
+  group: number;
+  session: number;
 }
 
 export function processKey(entry: ProcessEntry): string {
@@ -31,7 +33,7 @@ function processTable(): ProcessRow[] {
       const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
       // "pid (comm) state ppid ... starttime(22nd field)": comm may hold spaces and parentheses, so split after the last ')'.
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      rows.push({ pid: Number(name), parent: Number(fields[1]), startTime: fields[19] ?? '' });
+      rows.push({ pid: Number(name), parent: Number(fields[1]), group: Number(fields[2]), session: Number(fields[3]), startTime: fields[19] ?? '' });
     } catch {
       // exited while we looked
     }
@@ -62,6 +64,56 @@ export function descendantsOf(pid: number, prune: ReadonlySet<string> = new Set(
     }
   }
   return found;
+}
+
+/** The processes of a process group (a job), or of a session (every process attached to one terminal). */
+export function membersOf(which: 'group' | 'session', id: number): number[] {
+  return processTable()
+    .filter((row) => row[which] === id)
+    .map((row) => row.pid);
+}
+
+/** The process group in the foreground of the process's controlling terminal (`tpgid`), if it has a terminal. */
+export function foregroundGroupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const group = Number(fields[5]);
+    return Number.isInteger(group) && group > 0 ? group : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The name of a process's program (`/proc/PID/comm`), or '' when it is gone. */
+export function commandNameOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** read(2)'s number on this architecture; undefined where it is not known (the check below then says no). */
+const readSyscall: number | undefined = process.arch === 'x64' ? 0 : process.arch === 'arm64' ? 63 : undefined;
+
+/**
+ * True when one of `pids` is blocked in read(2) on the terminal `ttyPath` (a command waiting for input: `read`, a
+ * prompt, `cat` with no file). /proc/PID/syscall needs ptrace access, which sandboxd has over its own descendants;
+ * without it, or for programs that wait in poll(2) instead, the answer is false.
+ */
+export function readingTerminal(pids: readonly number[], ttyPath: string): boolean {
+  if (readSyscall === undefined) return false;
+  for (const pid of pids) {
+    try {
+      const [number, fd] = readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(' ');
+      if (Number(number) !== readSyscall || fd === undefined) continue;
+      if (readlinkSync(`/proc/${pid}/fd/${Number.parseInt(fd, 16)}`) === ttyPath) return true;
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return false;
 }
 
 /**

@@ -3,7 +3,7 @@
 // still runs the Docker tests, and nothing the tests started outlives them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { findExecutable, runCommand } from '../../../src/runtimes/probe.ts';
@@ -47,7 +47,8 @@ export async function useDockerDaemon(): Promise<DockerDaemon> {
   } finally {
     closeSync(logFd);
   }
-  const exited = once(child, 'exit');
+  // once() rejects on 'error' (dockerd could not be run): that also means it is not running.
+  const exited = once(child, 'exit').catch(() => undefined);
   const deadline = Date.now() + readyTimeoutMs;
   while (!(await daemonAnswers(docker))) {
     if (child.exitCode !== null) throw new Error(`dockerd exited (${child.exitCode}) before it was ready; see ${logPath}`);
@@ -65,6 +66,8 @@ export async function useDockerDaemon(): Promise<DockerDaemon> {
       const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMs);
       await exited;
       clearTimeout(timer);
+      // Kept only when something went wrong (the errors above point at it).
+      rmSync(logPath, { force: true });
     },
   };
 }

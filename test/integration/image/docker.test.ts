@@ -3,13 +3,14 @@
 // build itself runs exactly as a user's would, through image/build-docker-image.ts. Everything this test creates
 // (images, container, and dockerd when it had to start it) is removed afterwards.
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmod, chown, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../src/config.ts';
-import { ensureRootfs, rootfsRecipeHash } from '../../../src/runtimes/image.ts';
+import { ensureRootfs, rootfsRecipeHash, sandboxNativeModulesDir } from '../../../src/runtimes/image.ts';
 import { runCommand } from '../../../src/runtimes/probe.ts';
 import { SandboxdClient } from '../../../src/runtimes/sandboxd-client.ts';
 import { waitUntil } from '../../helpers/sandbox.ts';
@@ -73,7 +74,9 @@ describe.skipIf(unavailable !== undefined)('image/Dockerfile', () => {
     const rootfs = ensureRootfs(loadConfig());
     await timed('import rootfs', async () => {
       const tar = spawn('tar', ['-C', rootfs, '-c', '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const tarExit = once(tar, 'exit');
       await run(docker, ['import', '-', baseImage], { stdin: tar.stdout, timeoutMs: 300_000 });
+      expect((await tarExit)[0], 'tar of the rootfs').toBe(0);
     });
     await timed('docker build', () => run(process.execPath, ['image/build-docker-image.ts', '--build-arg', `BASE=${baseImage}`, '-t', sandboxImage], { timeoutMs: 600_000 }));
 
@@ -103,8 +106,10 @@ describe.skipIf(unavailable !== undefined)('image/Dockerfile', () => {
     try {
       expect(await client.healthy()).toBe(true);
       expect(await stranger.healthy()).toBe(false);
-      const result = await client.call('shellExec', { command: 'id -u; pwd; tini --version >/dev/null && echo tini; ps -o comm= -p 1' });
-      expect(result.output.trim().split('\n')).toEqual(['1000', '/workspace', 'tini', 'tini']);
+      const result = await client.call('shellExec', {
+        command: `id -u; pwd; ps -o comm= -p 1; node -e "require('${sandboxNativeModulesDir}/node-pty'); console.log('node-pty')"; jupyter kernelspec list 2>/dev/null | awk 'NR > 1 { print $1 }' | sort | paste -sd,`,
+      });
+      expect(result.output.trim().split('\n')).toEqual(['1000', '/workspace', 'tini', 'node-pty', 'jslab,python3,tslab']);
     } finally {
       client.close();
       stranger.close();

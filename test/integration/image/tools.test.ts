@@ -72,7 +72,10 @@ describe('sandbox image', () => {
       ].join('\n'),
     );
     expect(result.exit_code, result.output).toBe(0);
-    expect(result.output.trim().split('\n')).toEqual(['800 600', '89504e470d0a1a0a']);
+    // (An interactive shell may add job-control lines such as "[1] 116" around these.)
+    const lines = result.output.trim().split('\n');
+    expect(lines, result.output).toContain('800 600');
+    expect(lines, result.output).toContain('89504e470d0a1a0a');
   });
 
   it('has node-pty for sandboxd, which runs a shell in a PTY', async () => {
@@ -113,10 +116,10 @@ describe('sandbox image', () => {
     expect(byKernel.tslab?.check.stdout).toBe('true true\n');
     expect(byKernel.jslab?.check.stdout).toBe('2,4,6\n');
     // TCP_NODELAY on the kernel websocket (jupyter_server_config.py): without it every round trip waits out the
-    // client's delayed ACK (measured here: never under 43 ms, median about 52); with it the fastest of ten take under
-    // 15 ms even on a loaded machine. The fastest is compared, so a busy machine's slow round trips do not fail this.
+    // client's delayed ACK (measured here: never under 43 ms, median about 52); with it the fastest of ten took 7-25 ms
+    // on a loaded machine. The fastest is compared, so a busy machine's slow round trips do not fail this.
     for (const kernel of report.kernels) {
-      expect(Math.min(...kernel.warmRoundTripsMs), `${kernel.kernel} round trips ${kernel.warmRoundTripsMs.join(', ')} ms`).toBeLessThan(30);
+      expect(Math.min(...kernel.warmRoundTripsMs), `${kernel.kernel} round trips ${kernel.warmRoundTripsMs.join(', ')} ms`).toBeLessThan(38);
     }
     const timings = report.kernels.map((k) => `${k.kernel}: session ${k.sessionMs} ms, first execute ${k.firstExecute.durationMs} ms, warm ${k.warmRoundTripsMs.join('/')} ms`);
     console.info(`jupyter server ready in ${report.serverReadyMs} ms; ${timings.join('; ')}`);
