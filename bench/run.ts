@@ -7,6 +7,7 @@ import { loadConfig } from '../src/config.ts';
 import { BwrapRuntime } from '../src/runtimes/bwrap/bwrap-runtime.ts';
 import { createRuntimes } from '../src/runtimes/index.ts';
 import { benchSchedule } from './http-bench.ts';
+import { benchRunCode } from './code-bench.ts';
 import { benchIsolation } from './isolation-bench.ts';
 import { describeMachine, markdownReport, type Report } from './report.ts';
 import { benchSandboxCreate, benchShellCall } from './sandbox-bench.ts';
@@ -14,8 +15,8 @@ import type { Result } from './stats.ts';
 
 const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
 const sizes = flags.quick
-  ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000, isolationIterations: 5 }
-  : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000, isolationIterations: 20 };
+  ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000, isolationIterations: 5, codeSandboxes: 3, codeIterations: 20 }
+  : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000, isolationIterations: 20, codeSandboxes: 5, codeIterations: 50 };
 
 const interrupted = new AbortController();
 process.once('SIGINT', () => interrupted.abort(new Error('interrupted (SIGINT)')));
@@ -42,6 +43,8 @@ async function main(): Promise<Report> {
   results.push(...(await benchSchedule({ connections: 16, durationMs: sizes.httpDurationMs, warmupMs: 500, signal, progress })));
   progress(`isolation overhead, n=${sizes.isolationIterations}`);
   results.push(...(await benchIsolation({ config, iterations: sizes.isolationIterations, signal, progress })));
+  progress(`run_code, ${sizes.codeSandboxes} fresh sandboxes, n=${sizes.codeIterations} warm`);
+  results.push(...(await benchRunCode({ config, runtime, sandboxes: sizes.codeSandboxes, iterations: sizes.codeIterations, signal, progress })));
   machine.loadAverage.end = describeMachine().loadAverage.start;
   return { machine, date, command, results };
 }

@@ -1,6 +1,7 @@
 // Measurements 1 and 2: starting a real bwrap sandbox until its sandboxd is ready, and one shell call through
-// sandboxd. Each is interleaved, iteration by iteration, with baselines that bound it from below on this machine
-// (a bare bwrap, a bare Node start, a bare HTTP round trip, a bare spawn), so a noisy machine slows them alike.
+// sandboxd (and the shell session alone: the PTY session against the pipe session it replaced, bench/baseline/).
+// Each is interleaved, iteration by iteration, with baselines that bound it from below on this machine (a bare
+// bwrap, a bare Node start, a bare HTTP round trip, a bare spawn), so a noisy machine slows them alike.
 // Every sandbox is destroyed and every temp dir removed, whatever fails.
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,8 @@ import type { BwrapRuntime } from '../src/runtimes/bwrap/bwrap-runtime.ts';
 import { ensureRootfs } from '../src/runtimes/image.ts';
 import { bwrapCommand, compareVersions, findBwrapHost } from '../src/runtimes/probe.ts';
 import type { Sandbox } from '../src/runtimes/types.ts';
+import { BashSession } from '../src/sandboxd/shell/bash-session.ts';
+import { PipeBashSession } from './baseline/pipe-bash-session.ts';
 import { runToExit, timeMs } from './spawn-timing.ts';
 import { summarize, type Result } from './stats.ts';
 
@@ -104,6 +107,10 @@ export async function benchShellCall(options: SandboxBenchOptions & { warmup: nu
   const group = '2. shell call `true` through sandboxd';
   return withTempRoot(async (root) => {
     const sandbox: Sandbox = await runtime.create(await sandboxSpec(root, 0), signal);
+    // The session alone, in this process on the host (no HTTP, no sandbox): the PTY session sandboxd runs, and the
+    // pipe session it replaced (bench/baseline/), each in its own bash.
+    const ptySession = new BashSession({ cwd: root });
+    const pipeSession = new PipeBashSession({ cwd: root });
     try {
       const shell = async () => {
         const result = await sandbox.client.call('shellExec', { command: 'true' }, { signal });
@@ -113,25 +120,38 @@ export async function benchShellCall(options: SandboxBenchOptions & { warmup: nu
         if (!(await sandbox.client.healthy(signal))) throw new Error('sandboxd did not answer GET /v1/health');
       };
       const hostTrue = () => runToExit('/bin/true', []);
+      const inSession = (session: BashSession | PipeBashSession) => async () => {
+        const result = await session.exec({ command: 'true', timeoutMs: 10_000 });
+        if (result.exit_code !== 0) throw new Error(`true exited ${result.exit_code} in a local session: ${result.output}`);
+      };
+      const pty = inSession(ptySession);
+      const pipe = inSession(pipeSession);
       for (let index = 0; index < warmup; index++) {
         await shell();
         await health();
         await hostTrue();
+        await pty();
+        await pipe();
       }
-      const samples = { shell: [] as number[], health: [] as number[], spawn: [] as number[] };
+      const samples = { shell: [] as number[], health: [] as number[], spawn: [] as number[], pty: [] as number[], pipe: [] as number[] };
       for (let index = 1; index <= iterations; index++) {
         signal.throwIfAborted();
         samples.shell.push(await timeMs(shell));
         samples.health.push(await timeMs(health));
         samples.spawn.push(await timeMs(hostTrue));
+        samples.pty.push(await timeMs(pty));
+        samples.pipe.push(await timeMs(pipe));
         if (index % 50 === 0) progress(`shell ${index}/${iterations}`);
       }
       return [
-        { group, name: "`client.call('shellExec', {command: 'true'})` on a live sandbox", baseline: false, latencyMs: summarize(samples.shell) },
+        { group, name: "`client.call('shellExec', {command: 'true'})` on a live sandbox (PTY session)", baseline: false, latencyMs: summarize(samples.shell) },
         { group, name: 'baseline: `GET /v1/health` through the same client (HTTP over the unix socket)', baseline: true, latencyMs: summarize(samples.health) },
         { group, name: 'baseline: spawn `/bin/true` on the host (child_process), spawn to exit', baseline: true, latencyMs: summarize(samples.spawn) },
+        { group, name: "PTY session alone, on the host: `BashSession.exec({command: 'true'})` (no HTTP, no sandbox)", baseline: false, latencyMs: summarize(samples.pty) },
+        { group, name: 'baseline: the pipe session it replaced (bench/baseline/), same call', baseline: true, latencyMs: summarize(samples.pipe) },
       ];
     } finally {
+      await Promise.all([ptySession.close(), pipeSession.close()]);
       await sandbox.destroy();
     }
   });

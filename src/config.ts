@@ -14,7 +14,7 @@ const defaultRunDir = isRoot ? '/run/workcell' : join(process.env.XDG_RUNTIME_DI
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const boolean = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no']).transform((v) => ['1', 'true', 'yes'].includes(v))]);
 
-export const runtimeNames = ['bwrap'] as const;
+export const runtimeNames = ['bwrap', 'docker', 'gvisor', 'microvm'] as const;
 export type RuntimeName = (typeof runtimeNames)[number];
 
 export const configSchema = z.object({
@@ -35,6 +35,16 @@ export const configSchema = z.object({
   maxAttempts: integer(1, 100).default(3).describe('WORKCELL_MAX_ATTEMPTS: times a job is started before a dead worker ends it with error instead of resuming it'),
   scriptDir: z.string().optional().describe('WORKCELL_SCRIPT_DIR: folder from which jobs may pick script: models (unset: jobs may not)'),
   runtime: z.enum(['auto', ...runtimeNames]).default('auto').describe('WORKCELL_RUNTIME: default sandbox runtime'),
+  runtimeOrder: z
+    .union([z.array(z.enum(runtimeNames)), z.string().transform((list) => list.split(',').map((name) => name.trim()).filter(Boolean))])
+    .pipe(z.array(z.enum(runtimeNames)).min(1))
+    .default(['microvm', 'gvisor', 'docker', 'bwrap'])
+    .describe("WORKCELL_RUNTIME_ORDER: the runtimes `auto` tries, strongest first, comma-separated (default microvm,gvisor,docker,bwrap; auto takes microvm only where KVM works)"),
+  dockerImage: z.string().min(1).optional().describe('WORKCELL_DOCKER_IMAGE: the sandbox image for docker and gvisor (built with image/build-docker-image.ts); default: the rootfs imported as workcell-sandbox:rootfs-<hash>'),
+  gvisorRuntime: z.string().regex(/^[\w.-]+$/).default('runsc-nonet').describe("WORKCELL_GVISOR_RUNTIME: Docker's name for runsc (registered by scripts/setup.sh: runsc install --runtime runsc-nonet -- --network=none)"),
+  microvmVmm: z.enum(['auto', 'firecracker', 'qemu']).default('auto').describe('WORKCELL_MICROVM_VMM: auto (Firecracker when its binary and KVM are there, else QEMU), firecracker or qemu'),
+  microvmAccel: z.enum(['auto', 'kvm', 'tcg']).default('auto').describe('WORKCELL_MICROVM_ACCEL: QEMU acceleration; auto: KVM when usable (hardware virtualization exposed), else TCG (emulation, about 14x slower)'),
+  microvmKernelDir: z.string().min(1).optional().describe("WORKCELL_MICROVM_KERNEL_DIR: an unpacked Debian linux-image-*-cloud-amd64 (boot/vmlinuz-*, lib/modules/*); default: <image dir>/kernel (scripts/setup.sh puts it there)"),
   imageDir: z.string().min(1).default(defaultImageDir).describe('WORKCELL_IMAGE_DIR: built rootfs images and the sandboxd bundle'),
   runDir: z.string().min(1).default(defaultRunDir).describe('WORKCELL_RUN_DIR: sandbox sockets (short path: unix sockets allow 107 bytes)'),
   sandboxUser: z.string().min(1).default('workcell-sandbox').describe('WORKCELL_SANDBOX_USER: unprivileged host user sandboxes run as when the server runs as root'),
@@ -89,6 +99,12 @@ const envNames: Record<keyof Config, string> = {
   maxAttempts: 'WORKCELL_MAX_ATTEMPTS',
   scriptDir: 'WORKCELL_SCRIPT_DIR',
   runtime: 'WORKCELL_RUNTIME',
+  runtimeOrder: 'WORKCELL_RUNTIME_ORDER',
+  dockerImage: 'WORKCELL_DOCKER_IMAGE',
+  gvisorRuntime: 'WORKCELL_GVISOR_RUNTIME',
+  microvmVmm: 'WORKCELL_MICROVM_VMM',
+  microvmAccel: 'WORKCELL_MICROVM_ACCEL',
+  microvmKernelDir: 'WORKCELL_MICROVM_KERNEL_DIR',
   imageDir: 'WORKCELL_IMAGE_DIR',
   runDir: 'WORKCELL_RUN_DIR',
   sandboxUser: 'WORKCELL_SANDBOX_USER',

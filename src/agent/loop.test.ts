@@ -128,7 +128,7 @@ describe('runAgent with the script model', () => {
     const results = events.ofType('tool-result').map((event) => event.data);
     expect(results.map((result) => result.is_error)).toEqual([true, true, true, false, false]);
     expect(results[0]!.output).toMatch(/Invalid arguments for write_file:\n- content: /);
-    expect(results[1]!.output).toMatch(/Unknown tool "run_python"\. The available tools are: shell, read_file/);
+    expect(results[1]!.output).toMatch(/Unknown tool "run_python"\. The available tools are: shell, run_code, read_file/);
     expect(results[2]!.output).toMatch(/The arguments of this write_file call are not valid JSON/);
     // The tool-call event keeps what the model actually sent.
     expect(events.ofType('tool-call')[2]!.data.args).toBe('{"path": "a.txt", "content": ');

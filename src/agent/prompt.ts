@@ -33,6 +33,7 @@ ${networkLine(options.networkAllow ?? [])}
 # Your tools
 - shell: run a bash command in a persistent session (cwd and environment carry over). Use it to explore, build, run programs and tests. Long-running processes (servers) belong in the background.
 - read_file, write_file, edit_file, list_files, delete_file: work with files; paths are relative to /workspace. Use edit_file for targeted changes to existing files (old_string must match exactly once) and write_file for new files or complete rewrites.
+- gui: an X desktop (screenshots, launching programs, mouse and keyboard) for graphical programs; DISPLAY is set in the shell, so GUI programs you start there show up on it.
 - recall: search everything that happened in this job (commands, outputs, files read and written, your notes), or read a stored output by its handle.
 - finish: end the job with a summary. Nothing runs after it.
 Long tool outputs are cut in the middle (at most ${modelOutputMaxChars} characters are shown, fewer when your context is full); when that happens, narrow your command (grep, head, tail, sed -n) instead of repeating it, or read the rest with recall and the handle the note gives.

@@ -10,6 +10,8 @@ import { build, type Plugin } from 'esbuild';
 import { sandboxNativeModulesDir } from './image.ts';
 
 const entryPoint = fileURLToPath(new URL('../sandboxd/main.ts', import.meta.url));
+/** The guest agent (runtimes/guest-agent/main.ts): bridges sandboxes reached through one byte stream. */
+const guestAgentEntryPoint = fileURLToPath(new URL('./guest-agent/main.ts', import.meta.url));
 /** The repository root: esbuild names sources relative to it in comments, so the output is the same from any cwd. */
 const repositoryRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -37,10 +39,19 @@ const builds = new Map<string, Promise<string>>();
 
 /** Builds the sandboxd bundle into `outDir` (unless it is there already) and returns the bundle's path. */
 export function sandboxdBundle(outDir: string): Promise<string> {
-  const key = resolve(outDir);
+  return bundleOnce(entryPoint, 'sandboxd', outDir);
+}
+
+/** Builds the guest agent's bundle into `outDir` (unless it is there already) and returns its path. */
+export function guestAgentBundle(outDir: string): Promise<string> {
+  return bundleOnce(guestAgentEntryPoint, 'guest-agent', outDir);
+}
+
+function bundleOnce(entry: string, name: string, outDir: string): Promise<string> {
+  const key = `${name}\0${resolve(outDir)}`;
   let result = builds.get(key);
   if (result === undefined) {
-    result = buildInto(key);
+    result = buildInto(entry, name, resolve(outDir));
     builds.set(key, result);
     // A failed build is not remembered: the next call tries again.
     result.catch(() => builds.delete(key));
@@ -48,9 +59,9 @@ export function sandboxdBundle(outDir: string): Promise<string> {
   return result;
 }
 
-async function buildInto(outDir: string): Promise<string> {
+async function buildInto(entry: string, name: string, outDir: string): Promise<string> {
   const output = await build({
-    entryPoints: [entryPoint],
+    entryPoints: [entry],
     absWorkingDir: repositoryRoot,
     bundle: true,
     platform: 'node',
@@ -64,9 +75,9 @@ async function buildInto(outDir: string): Promise<string> {
     plugins: [nativeModulesPlugin],
   });
   const file = output.outputFiles[0];
-  if (file === undefined) throw new Error('esbuild produced no output for src/sandboxd/main.ts');
+  if (file === undefined) throw new Error(`esbuild produced no output for ${entry}`);
   const hash = createHash('sha256').update(file.contents).digest('hex').slice(0, 12);
-  const path = join(outDir, `sandboxd-${hash}.mjs`);
+  const path = join(outDir, `${name}-${hash}.mjs`);
   try {
     await access(path);
     return path;
@@ -74,7 +85,7 @@ async function buildInto(outDir: string): Promise<string> {
     // absent: write it
   }
   await mkdir(outDir, { recursive: true });
-  const temporary = join(outDir, `.sandboxd-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const temporary = join(outDir, `.${name}-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await writeFile(temporary, file.contents, { mode: 0o644 });
     await rename(temporary, path);

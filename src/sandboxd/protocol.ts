@@ -11,6 +11,8 @@ export const shellSessionName = z
   .string()
   .regex(/^[A-Za-z0-9_-]{1,32}$/, 'a session name is 1 to 32 letters, digits, "-" or "_", e.g. "main" or "server"');
 export const defaultShellSession = 'main';
+/** The most shell sessions a sandbox runs at once. */
+export const maxShellSessions = 8;
 export const shellExecRequest = z.object({
   command: z.string().min(1).max(1_000_000),
   timeout_ms: z.number().int().min(1).max(24 * 3600 * 1000).default(120_000),

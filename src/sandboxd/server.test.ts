@@ -270,3 +270,35 @@ describe('main.ts as a process', () => {
     expect(stdout).toBe('');
   });
 });
+
+describe('shell sessions, search and listing over HTTP', () => {
+  it('runs named shell sessions and refuses hostile or malformed names', async () => {
+    const sandboxd = await startServer();
+    await sandboxd.call('shellExec', { command: 'mkdir -p a && cd a', session: 'builder' });
+    expect((await sandboxd.call('shellExec', { command: 'pwd', session: 'builder' })).output).toBe(`${workspace}/a\n`);
+    expect((await sandboxd.call('shellExec', { command: 'pwd' })).output).toBe(`${workspace}\n`);
+    for (const session of ['a;rm -rf /', '../main', '$(id)', '', 'x'.repeat(33), 'tab\there', 'é']) {
+      const error = await failure(sandboxd.call('shellExec', { command: 'true', session }));
+      expect(error.code, session).toBe('invalid_request');
+      expect(error.message, session).toMatch(/session: .*a session name is 1 to 32 letters, digits, "-" or "_"/);
+    }
+    const wrongType = await failure(sandboxd.call('shellExec', { command: 'true', session: 7 } as unknown as { command: string }));
+    expect(wrongType.message).toContain('session: expected string, got a number');
+  });
+
+  it('searches and lists with validation of every field', async () => {
+    const sandboxd = await startServer();
+    await sandboxd.call('writeFile', { path: 'src/a.py', content: 'def needle():\n    pass\n' });
+    await sandboxd.call('writeFile', { path: 'node_modules/x/index.js', content: 'needle\n' });
+    const found = await sandboxd.call('searchFiles', { pattern: 'needle' });
+    expect(found).toMatchObject({ path: '.', matches: [{ path: 'src/a.py', line: 1, text: 'def needle():' }], truncated: false, files_with_matches: 1 });
+    expect((await sandboxd.call('listFiles', { depth: 1 })).ignored).toEqual([{ path: 'node_modules', type: 'directory', reason: 'default' }]);
+    expect((await failure(sandboxd.call('searchFiles', { pattern: 'x', path: '../..' }))).code).toBe('path_outside_workspace');
+    expect((await failure(sandboxd.call('searchFiles', { pattern: '' }))).message).toContain('pattern: must not be empty');
+    expect((await failure(sandboxd.call('searchFiles', { pattern: 'x'.repeat(2001) }))).code).toBe('invalid_request');
+    expect((await failure(sandboxd.call('searchFiles', { pattern: '[' }))).message).toMatch(/regex parse error/);
+    expect((await failure(sandboxd.call('searchFiles', { pattern: 'x', glob: 'g'.repeat(501) }))).code).toBe('invalid_request');
+    expect((await failure(sandboxd.call('listFiles', { depth: 0 }))).message).toContain('depth');
+    expect((await failure(sandboxd.call('listFiles', { include_ignored: 'yes' } as unknown as { include_ignored: boolean }))).message).toContain('include_ignored: expected boolean');
+  });
+});

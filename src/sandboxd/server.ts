@@ -10,6 +10,7 @@ import { CodeRunner } from './code/code-runner.ts';
 import { JupyterServer, jupyterEnvironment } from './code/jupyter-server.ts';
 import { httpStatusFor, SandboxdToolError } from './errors.ts';
 import { WorkspaceFiles } from './files/file-tools.ts';
+import { searchFiles } from './files/search.ts';
 import { Desktop, type DesktopOptions } from './gui/desktop.ts';
 import { GuiTool } from './gui/gui-tool.ts';
 import { silentLogger, type Logger } from './log.ts';
@@ -166,6 +167,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
     writeFile: (request) => files.write(request),
     editFile: (request) => files.edit(request),
     listFiles: (request) => files.list(request),
+    searchFiles: (request) => searchFiles(workspaceRoot, request),
     deleteFile: (request) => files.delete(request),
     runCode: (request, signal) => code.run(request, signal),
     gui: (request, signal) => gui.run(request, signal),

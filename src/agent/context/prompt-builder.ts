@@ -557,7 +557,8 @@ export class PromptBuilder {
           continue;
         }
         const size = ref.width === undefined || ref.height === undefined ? '' : ` (${ref.width}x${ref.height})`;
-        const note = `\n[image ${ref.path}${size} not shown: only the latest ${this.#options.images?.latest ?? 0} images stay in your context; take a new screenshot to see the screen as it is now]`;
+        const again = call.name === 'run_code' ? 'run the code again to see it' : 'take a new screenshot to see the screen as it is now';
+        const note = `\n[image ${ref.path}${size} not shown: only the latest ${this.#options.images?.latest ?? 0} images stay in your context; ${again}]`;
         output += note;
         outputTokens += this.#count(note);
       }

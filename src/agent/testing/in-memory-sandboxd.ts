@@ -12,14 +12,18 @@ export interface ShellResult {
   timed_out?: boolean;
 }
 export type ShellHandler = (command: string, sandbox: InMemorySandboxd, signal: AbortSignal | undefined) => ShellResult | Promise<ShellResult>;
+/** run_code: the test's answer (what it leaves out gets an ok, empty result); without a handler, Jupyter is unavailable. */
+export type CodeHandler = (request: RouteRequest<'runCode'>) => Partial<RouteResponse<'runCode'>> | Promise<Partial<RouteResponse<'runCode'>>>;
 
 export class InMemorySandboxd {
   readonly files = new Map<string, string>();
   /** Every call made, in order. */
   readonly calls: Array<{ route: RouteName; body: unknown }> = [];
   shell: ShellHandler;
+  code: CodeHandler | undefined;
 
-  constructor(options: { files?: Record<string, string>; shell?: ShellHandler } = {}) {
+  constructor(options: { files?: Record<string, string>; shell?: ShellHandler; code?: CodeHandler } = {}) {
+    this.code = options.code;
     for (const [path, content] of Object.entries(options.files ?? {})) this.files.set(normalize(path), content);
     this.shell = options.shell ?? ((command) => ({ output: `ran: ${command}\n`, exit_code: 0 }));
   }
@@ -83,12 +87,41 @@ export class InMemorySandboxd {
         if (root !== '.' && entries.size === 0 && !this.#isDirectory(root)) throw new SandboxdError('not_found', `${root} does not exist`);
         return { path: root, entries: [...entries.values()].sort((a, b) => a.path.localeCompare(b.path)), truncated: false };
       }
+      case 'searchFiles': {
+        // A JavaScript regular expression over the files (ripgrep's syntax differs only in corners); glob: a suffix.
+        const root = normalize(body.path as string);
+        const prefix = root === '.' ? '' : `${root}/`;
+        let pattern: RegExp;
+        try {
+          pattern = new RegExp(body.pattern as string);
+        } catch (error) {
+          throw new SandboxdError('invalid_request', `ripgrep refused the search: regex parse error: ${(error as Error).message}`);
+        }
+        const suffix = typeof body.glob === 'string' ? body.glob.replace(/^\*+/, '') : '';
+        const matches: Array<{ path: string; line: number; text: string }> = [];
+        const files = new Set<string>();
+        for (const [path, content] of [...this.files].sort(([a], [b]) => a.localeCompare(b))) {
+          if ((path !== root && !path.startsWith(prefix)) || !path.endsWith(suffix)) continue;
+          content.split('\n').forEach((text, index) => {
+            if (!pattern.test(text)) return;
+            files.add(path);
+            matches.push({ path, line: index + 1, text });
+          });
+        }
+        return { path: root, matches, truncated: false, files_with_matches: files.size, files_searched: this.files.size };
+      }
       case 'deleteFile': {
         const path = normalize(body.path as string);
         if (this.files.delete(path)) return { path, type: 'file' };
         if (!this.#isDirectory(path)) throw new SandboxdError('not_found', `${path} does not exist`);
         for (const file of [...this.files.keys()]) if (file.startsWith(`${path}/`)) this.files.delete(file);
         return { path, type: 'directory' };
+      }
+      case 'runCode': {
+        if (this.code === undefined) throw new SandboxdError('unavailable', 'the Jupyter server could not start: not in this test');
+        const request = body as RouteRequest<'runCode'>;
+        const answer = await this.code(request);
+        return { language: request.language, status: 'ok', outputs: [], execution_count: 1, kernel_started: false, state_lost: false, notes: [], omitted_bytes: 0, omitted_outputs: 0, startup_ms: 0, duration_ms: 1, ...answer };
       }
     }
   }

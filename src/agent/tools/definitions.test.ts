@@ -12,12 +12,15 @@ describe('tool definitions', () => {
       }),
     );
     expect(shapes).toEqual({
-      shell: { properties: ['command', 'timeout_ms'], required: ['command'] },
+      shell: { properties: ['command', 'session', 'timeout_ms'], required: ['command'] },
+      run_code: { properties: ['code', 'language', 'timeout_ms'], required: ['code', 'language'] },
       read_file: { properties: ['path'], required: ['path'] },
       write_file: { properties: ['content', 'path'], required: ['content', 'path'] },
       edit_file: { properties: ['new_string', 'old_string', 'path'], required: ['new_string', 'old_string', 'path'] },
-      list_files: { properties: ['path'], required: [] },
+      list_files: { properties: ['depth', 'include_ignored', 'path'], required: [] },
+      search_files: { properties: ['glob', 'path', 'pattern'], required: ['pattern'] },
       delete_file: { properties: ['path'], required: ['path'] },
+      gui: { properties: ['action', 'amount', 'button', 'command', 'direction', 'keys', 'screenshot', 'script', 'text', 'to_x', 'to_y', 'x', 'y'], required: ['action'] },
       recall: { properties: ['limit', 'query'], required: ['query'] },
       finish: { properties: ['summary'], required: ['summary'] },
     });
@@ -36,6 +39,8 @@ describe('tool definitions', () => {
     expect(toolDefinitions.shell.description).toMatch(/30000 characters/);
     expect(toolDefinitions.edit_file.description).toMatch(/no_match/);
     expect(toolDefinitions.edit_file.description).toMatch(/multiple_matches/);
+    expect(toolDefinitions.run_code.description).toMatch(/timeout_ms/);
+    expect(toolDefinitions.run_code.description).toMatch(/python.*typescript.*javascript/is);
   });
 
   it('convert to the JSON schema the SDK sends to providers, without execute', async () => {
@@ -51,7 +56,7 @@ describe('tool definitions', () => {
   });
 
   it('render a one-line signature for error messages', () => {
-    expect(toolSignature('shell')).toBe('shell {command: string, timeout_ms?: integer}');
+    expect(toolSignature('shell')).toBe('shell {command: string, timeout_ms?: integer, session?: string}');
     expect(toolSignature('edit_file')).toBe('edit_file {path: string, old_string: string, new_string: string}');
   });
 });

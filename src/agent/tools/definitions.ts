@@ -4,9 +4,9 @@
 // (one place for validation, errors, truncation and timing); this file must stay free of behaviour.
 import { tool, type ToolSet } from 'ai';
 import { z } from 'zod';
-import { checkGuiFields, defaultScreen as screen, guiFieldSchemas, launchWindowWaitMs, maxKeys, maxScriptLines, maxScrollAmount, maxTypeChars, scriptTimeoutMs } from '../../sandboxd/gui/gui-request.ts';
-import { allowedScriptCommands, maxScriptSleepSeconds } from '../../sandboxd/gui/xdotool-script.ts';
-import { codeLanguages, maxCodeChars, maxFileBytes, runCodeDefaultTimeoutMs, runCodeMaxTimeoutMs } from '../../sandboxd/protocol.ts';
+import { checkGuiFields, defaultScreen as screen, guiFieldSchemas, launchWindowWaitMs, maxKeys, maxScriptLines, maxTypeChars, scriptTimeoutMs } from '../../sandboxd/gui/gui-request.ts';
+import { maxScriptSleepSeconds } from '../../sandboxd/gui/xdotool-script.ts';
+import { codeLanguages, defaultShellSession, maxCodeChars, maxFileBytes, maxSearchMatches, maxShellSessions, runCodeDefaultTimeoutMs, runCodeMaxTimeoutMs, shellSessionName } from '../../sandboxd/protocol.ts';
 
 /** Characters of a tool's output the model sees; longer output keeps its head and tail (the whole is recorded). */
 export const modelOutputMaxChars = 30_000;
@@ -23,10 +23,12 @@ const workspacePath = z
 export const toolDefinitions = {
   shell: {
     description: [
-      'Run a bash command in a persistent shell session inside the sandbox and return its exit code and output (stdout and stderr interleaved).',
-      'The session keeps state between calls: the working directory (it starts in /workspace), environment variables and shell functions persist, so `cd` and `export` carry over to the next call.',
-      `Each call waits for the command to finish or for timeout_ms (default ${shellDefaultTimeoutMs} ms, at most ${shellMaxTimeoutMs} ms). On timeout the command is interrupted with Ctrl-C and you get the output so far; if Ctrl-C does not end it, the session is restarted and the working directory and environment are reset (the result says so).`,
-      'Do not run commands that wait for input or never exit (servers, watchers, `tail -f`, editors, pagers) in the foreground: start long-running processes in the background with `nohup CMD > log.txt 2>&1 &` and check on them later. Pass non-interactive flags (`-y`, `--yes`) and set PAGER=cat where a tool would prompt or page.',
+      'Run a bash command in a persistent shell session inside the sandbox, on a terminal (200 columns wide), and return its exit code and output (stdout and stderr interleaved, as the terminal showed them, without colours or other escape sequences).',
+      'The session keeps state between calls, as a terminal does: the working directory (it starts in /workspace), environment variables, shell functions and aliases persist, so `cd` and `export` carry over to the next call.',
+      `Each call waits for the command to finish or for timeout_ms (default ${shellDefaultTimeoutMs} ms, at most ${shellMaxTimeoutMs} ms). On timeout the command is interrupted with Ctrl-C (then terminated, then killed) and you get the output so far; if even that does not bring the shell back, the session is restarted and the working directory and environment are reset (the result says so).`,
+      'Commands read from the terminal: one that waits for input (a prompt, `read`, `cat` or `python3` with no file) waits until the timeout, and the result says it was waiting for input. Give input with a pipe or a heredoc (`printf "y\\n" | CMD`, `CMD <<EOF`), pass non-interactive flags (`-y`, `--yes`), and do not start editors or pagers (PAGER is cat).',
+      'A command ending in `&` runs in the background and keeps running after the call returns (servers, watchers): e.g. `python3 -m http.server 8000 > server.log 2>&1 &`, then `curl localhost:8000` in a later call; check on it with `jobs`, stop it with `kill %1`. Its output, if not redirected, shows up at the start of a later call.',
+      `session: each name is a separate persistent shell with its own directory, variables and jobs (default "${defaultShellSession}"; a new name starts a new one in /workspace, at most ${maxShellSessions}; \`exit\` in a session ends it). Use one to keep a long-running program in the foreground while you work in another.`,
       `Output longer than ${modelOutputMaxChars} characters is cut in the middle: you see the beginning and the end, with a note of how much was left out. Redirect large output to a file and inspect it with grep, head, tail or sed -n.`,
       'A non-zero exit code is reported as a result, not as an error. The sandbox has no network access unless your instructions list destinations it may reach (through HTTP_PROXY): package installs from anywhere else (pip, npm, apt) fail.',
       'The sandbox has limits on memory, processes, CPU and disk (/workspace and /tmp): a command that runs into one fails (killed, fork refused, no space left), and the result ends with a [limit] note saying which limit it was.',
@@ -40,19 +42,18 @@ export const toolDefinitions = {
         .max(shellMaxTimeoutMs)
         .optional()
         .describe(`How long to wait for the command, in milliseconds (default ${shellDefaultTimeoutMs}, at most ${shellMaxTimeoutMs}). Raise it for long builds or test suites.`),
+      session: shellSessionName.optional().describe(`Name of the shell session to run in (default "${defaultShellSession}"): letters, digits, "-" and "_".`),
     }),
   },
   run_code: {
     description: [
-      'Run Python, TypeScript or JavaScript code in a Jupyter kernel inside the sandbox, like a notebook cell, and get back what it printed (stdout, stderr), the value of its last expression, the images it displayed (plots) and any error with its traceback.',
-      'Each language has one kernel for the whole job that keeps its state between calls: variables, imports, functions and classes defined in one call exist in the next. The first call of a language starts its kernel (a few seconds). The working directory is /workspace.',
-      '- python: IPython (ipykernel) with numpy, pandas and matplotlib. A matplotlib plot (plt.show(), or a figure as the last expression) comes back as a PNG image; `!command` runs a shell command; `%timeit` and other IPython magics work.',
-      "- typescript: tslab. Each call is type-checked before it runs: a type error is reported as an error and nothing of the call runs. Node's modules can be imported (import * as fs from \"fs\"); top-level await works.",
-      '- javascript: tslab in JavaScript mode (Node 24): same as typescript without types.',
-      `timeout_ms bounds the execution (default ${runCodeDefaultTimeoutMs} ms, at most ${runCodeMaxTimeoutMs} ms); starting the kernel does not count. At the timeout the code is interrupted (KeyboardInterrupt in Python) and the kernel keeps its state. If it does not stop within seconds, its kernel is replaced by a new one and the state is lost; a kernel that dies (os._exit, a crash, the memory limit) is restarted, also losing its state. The result says when that happens: run your setup code again.`,
-      `Printed output beyond about 768 KB per call keeps only its beginning and end, at most 8 images come back per call, and you see at most ${modelOutputMaxChars} characters (the beginning and the end). For large data, save it to a file and look at parts of it; save many plots to files (plt.savefig) instead of showing them. Images reach you as images when your model accepts them; only the latest ones stay in view. There is no input: input() and prompts fail.`,
-      'The result starts with the status: ok, error (an exception, or a compile or type error), timeout, or kernel_died. Invalid arguments (an unknown language, empty code, a timeout out of range) are refused with a message saying what to fix; unavailable means Jupyter could not start (the message says why).',
-      `Use shell for commands, builds and tests; use run_code to compute, explore data and plot step by step. Code longer than ${maxCodeChars} characters belongs in a file (write_file), run with the shell.`,
+      'Run Python, TypeScript or JavaScript in a Jupyter kernel in the sandbox, like a notebook cell: returns stdout, stderr, the value of the last expression, displayed images (plots) and errors with their traceback.',
+      'One kernel per language for the whole job keeps its state: variables, imports and functions from one call exist in the next. The first call of a language starts its kernel (a few seconds). The working directory is /workspace.',
+      "python: IPython with numpy, pandas, matplotlib (a plot, via plt.show() or a figure as the last expression, comes back as a PNG image; `!cmd` runs a shell command). typescript: tslab; each call is type-checked first and a type error is reported as an error, nothing of the call runs. javascript: tslab's Node 24 kernel. In both, import Node's modules (import * as fs from \"fs\") and use top-level await.",
+      `timeout_ms bounds the execution (default ${runCodeDefaultTimeoutMs} ms, at most ${runCodeMaxTimeoutMs} ms; the kernel's start does not count): the code is then interrupted (KeyboardInterrupt) and the kernel keeps its state. A kernel that does not stop, or dies (os._exit, a crash, the memory limit), is replaced and its state is lost: the result says so; run your setup again.`,
+      `Output over about 768 KB per call keeps its beginning and end; you see at most ${modelOutputMaxChars} characters and 8 images per call (images as images if your model takes them; only the latest stay in view). No input(): it fails. Save large data and many plots to files.`,
+      'The result starts with the status: ok, error (an exception, a compile or type error), timeout or kernel_died. Invalid arguments are refused with what to fix; unavailable: Jupyter could not start.',
+      `Use shell for commands, builds and tests; run_code to compute, explore data and plot. Code over ${maxCodeChars} characters belongs in a file.`,
     ].join('\n'),
     inputSchema: z.strictObject({
       language: z.enum(codeLanguages).describe('The kernel to run the code in: python, typescript or javascript.'),
@@ -60,7 +61,7 @@ export const toolDefinitions = {
         .string()
         .min(1)
         .max(maxCodeChars)
-        .describe('The code to run, one or more lines, like a notebook cell: the value of its last expression is returned (python, typescript; javascript prints it).'),
+        .describe('The code to run, one or more lines, like a notebook cell: the value of its last expression is returned (Python) or printed (TypeScript, JavaScript).'),
       timeout_ms: z
         .number()
         .int()
@@ -103,11 +104,27 @@ export const toolDefinitions = {
   },
   list_files: {
     description: [
-      'List the files and directories under a directory of the workspace, two levels deep, with their types and sizes in bytes.',
-      'Directories end with "/". A very long listing is cut short and says so: list a subdirectory, or use the shell (find, rg --files) to search.',
+      'List the files and directories under a directory of the workspace, `depth` levels deep (default 2), with their types and sizes in bytes. Directories end with "/".',
+      'Skipped unless include_ignored is true: .git, node_modules, __pycache__ and .venv, and what .gitignore (or .ignore) files say; the listing ends with a note naming what it skipped. A directory you name as path is always listed.',
+      'A very long listing (over 1000 entries) is cut short and says so: list a subdirectory, lower depth, or use search_files.',
     ].join('\n'),
     inputSchema: z.strictObject({
       path: workspacePath.optional().describe('Directory to list, relative to /workspace (default: "." for /workspace itself).'),
+      depth: z.number().int().min(1).max(10).optional().describe('How many levels to list (default 2; 1 lists only the directory itself, at most 10).'),
+      include_ignored: z.boolean().optional().describe('Also list what is skipped by default (.git, node_modules, __pycache__, .venv, ignored files). Default false.'),
+    }),
+  },
+  search_files: {
+    description: [
+      'Search the contents of the workspace\'s files for a regular expression (ripgrep) and return the matching lines as `path:line: text`.',
+      'pattern is a regular expression in ripgrep\'s (Rust) syntax, case-sensitive: escape special characters to match them literally (`foo\\(`), use `(?i)` for case-insensitive. An invalid pattern or glob is refused with the reason.',
+      'path narrows the search to a directory or file of the workspace (default: all of it); glob narrows it to file names matching a pattern, e.g. "*.py", "src/**/*.ts", "!*.min.js" to exclude.',
+      `Skipped like list_files skips: .git, node_modules, __pycache__, .venv, ignored files, binary files; symbolic links are not followed; a path you name is searched. At most ${maxSearchMatches} matching lines come back (the result says when there were more: narrow the pattern, path or glob); long lines are cut around the match.`,
+    ].join('\n'),
+    inputSchema: z.strictObject({
+      pattern: z.string().min(1).max(2000).describe('Regular expression to search for, e.g. "def \\w+\\(" or "TODO|FIXME".'),
+      path: workspacePath.optional().describe('Directory or file to search, relative to /workspace (default: the whole workspace).'),
+      glob: z.string().min(1).max(500).optional().describe('Only files whose path matches this glob, e.g. "*.ts" or "tests/**/*.py"; "!pattern" excludes.'),
     }),
   },
   delete_file: {
@@ -119,37 +136,33 @@ export const toolDefinitions = {
   },
   gui: {
     description: [
-      `Use the sandbox's X desktop (${screen.width}x${screen.height} pixels, openbox window manager) as a person at a screen would: take screenshots, start programs, click, type and press keys. It is for testing and using graphical programs (a GUI app you built, a browser, a terminal window); people can watch the same desktop live and take it over.`,
-      'The desktop starts on your first gui call (about a second). Once it runs, graphical programs started from the shell (DISPLAY=:1 is set there, e.g. `python3 app.py &`) appear on it too.',
-      'Actions and the fields each takes (any other field is refused):',
-      '- screenshot: a PNG of the whole screen, and the list of windows.',
-      '- windows: the open windows, topmost first: title, program, the active (focused) one, and absolute positions in screen pixels: "content" is the window\'s own area (x, y of its top-left corner, width, height), without the title bar; click inside it.',
-      `- launch {command}: start a program on the desktop, e.g. "xterm" or "python3 /workspace/app.py": a bash command line run in /workspace, detached (it keeps running), its output appended to a log file the result names (read it with the shell). Waits up to ${launchWindowWaitMs / 1000} s for the program's first window and reports it; a program that exits at once with an error fails with its output.`,
-      '- click {x, y, button?}: move the pointer to (x, y) and click; button is left (default), middle or right. double_click {x, y, button?}. move {x, y}: only move the pointer (hover).',
-      '- drag {x, y, to_x, to_y, button?}: press at (x, y), move to (to_x, to_y), release.',
-      `- scroll {x, y, direction, amount?}: turn the mouse wheel up, down, left or right by amount steps (default 3, at most ${maxScrollAmount}) with the pointer at (x, y).`,
-      `- type {text}: type text into the window that has the keyboard focus (click it first); a newline presses Return. At most ${maxTypeChars} characters (about 80 a second).`,
-      `- key {keys}: press keys in xdotool syntax: a key name (Return, Escape, Tab, BackSpace, Delete, Up, Down, Page_Down, Home, F5, a, space, slash), combinations joined with + (ctrl+s, ctrl+shift+t, alt+F4), several separated by spaces to press one after another ("ctrl+a Delete"). At most ${maxKeys} keys.`,
-      `- script {script}: several xdotool commands, one per line, run in order in one call, e.g. "mousemove 100 200\\nclick 1\\ntype \\"hello world\\"\\nkey Return". Commands: ${[...allowedScriptCommands].join(', ')} (sleep at most ${maxScriptSleepSeconds} s). It is not a shell: no pipes, redirections, ";" or variables; quote text with spaces or special characters. At most ${maxScriptLines} lines and ${scriptTimeoutMs / 1000} s; a line that fails stops the script and the error says which.`,
-      `Coordinates are screen pixels: x from 0 at the left edge to ${screen.width - 1}, y from 0 at the top to ${screen.height - 1}; coordinates off the screen are refused. Take positions from a screenshot or from the windows action.`,
-      'After launch, click, double_click, drag, scroll, type, key and script you get a screenshot taken once the screen has stopped changing (move: only with screenshot: true); pass screenshot: false to skip it. Screenshots reach you as images when your model accepts images, otherwise as text (the screen size and the windows); only your latest screenshots stay in view as images, older ones become a note.',
-      'Errors: invalid_request (a missing or unexpected field, coordinates off the screen, an unknown key name, a script line that is not allowed) says what to fix; gui_failed (the program exited at once, an xdotool command failed, e.g. a search found no window) carries the reason.',
+      `Use the sandbox's X desktop (${screen.width}x${screen.height} pixels) like a person at a screen, to test and use graphical programs; people can watch it live. It starts on your first gui call; programs started from the shell afterwards (DISPLAY=:1) appear on it too.`,
+      'Actions (other fields are refused):',
+      "- screenshot; windows: the open windows, topmost first: title, program, focus, absolute position and size of each window's content (title bar excluded).",
+      `- launch {command}: run a bash command line on the desktop, detached, in /workspace, its output to a log file the result names; waits up to ${launchWindowWaitMs / 1000} s for a window.`,
+      '- click {x, y, button?}, double_click {x, y, button?}, move {x, y}, drag {x, y, to_x, to_y, button?}, scroll {x, y, direction, amount?}.',
+      `- type {text}: into the focused window (click it first); a newline presses Return; at most ${maxTypeChars} characters.`,
+      `- key {keys}: xdotool syntax: Return, Escape, ctrl+s, alt+F4; separated by spaces for a sequence ("ctrl+a Delete"); at most ${maxKeys}.`,
+      `- script {script}: xdotool commands, one per line, in one call, e.g. "mousemove 100 200\\nclick 1". Each line runs on its own (chain on one line to use a search result: search --name Editor windowactivate %1); input, window and query commands only, sleep at most ${maxScriptSleepSeconds} s; no shell syntax (quote text); at most ${maxScriptLines} lines, ${scriptTimeoutMs / 1000} s.`,
+      `Coordinates are screen pixels: x 0 to ${screen.width - 1} (left to right), y 0 to ${screen.height - 1} (top to bottom); off-screen ones are refused.`,
+      'launch and the input actions return a screenshot once the screen is still (move only with screenshot: true; screenshot: false skips it): an image if your model takes images, else text. Only your latest images stay in view.',
+      'Errors: invalid_request says what to fix; gui_failed gives the reason (the program exited, xdotool failed).',
     ].join('\n'),
     inputSchema: z
       .strictObject({
-        action: guiFieldSchemas.action.describe('What to do: screenshot, windows, launch, click, double_click, move, drag, scroll, type, key or script. See the tool description for the fields each takes.'),
-        x: guiFieldSchemas.x.optional().describe(`Screen x in pixels, 0 (left edge) to ${screen.width - 1}: where to click, double_click, move, scroll or start a drag.`),
-        y: guiFieldSchemas.y.optional().describe(`Screen y in pixels, 0 (top edge) to ${screen.height - 1}.`),
-        to_x: guiFieldSchemas.to_x.optional().describe('drag: where to release the button, screen x.'),
-        to_y: guiFieldSchemas.to_y.optional().describe('drag: where to release the button, screen y.'),
-        button: guiFieldSchemas.button.optional().describe('click, double_click, drag: left (default), middle or right.'),
-        direction: guiFieldSchemas.direction.optional().describe('scroll: up, down, left or right.'),
-        amount: guiFieldSchemas.amount.optional().describe(`scroll: wheel steps, 1 to ${maxScrollAmount} (default 3).`),
-        text: guiFieldSchemas.text.optional().describe('type: the text to type into the focused window.'),
-        keys: guiFieldSchemas.keys.optional().describe('key: keys in xdotool syntax, e.g. "Return", "ctrl+s", "ctrl+a Delete".'),
-        command: guiFieldSchemas.command.optional().describe('launch: the command line to start, e.g. "xterm".'),
+        action: guiFieldSchemas.action.describe('What to do; the description lists the fields of each action.'),
+        x: guiFieldSchemas.x.optional().describe('Screen x in pixels (0 = left edge).'),
+        y: guiFieldSchemas.y.optional().describe('Screen y in pixels (0 = top edge).'),
+        to_x: guiFieldSchemas.to_x.optional().describe('drag: where to release, x.'),
+        to_y: guiFieldSchemas.to_y.optional().describe('drag: where to release, y.'),
+        button: guiFieldSchemas.button.optional().describe('Mouse button (default left).'),
+        direction: guiFieldSchemas.direction.optional().describe('scroll direction.'),
+        amount: guiFieldSchemas.amount.optional().describe('scroll steps (default 3).'),
+        text: guiFieldSchemas.text.optional().describe('type: the text.'),
+        keys: guiFieldSchemas.keys.optional().describe('key: e.g. "ctrl+s".'),
+        command: guiFieldSchemas.command.optional().describe('launch: e.g. "xterm".'),
         script: guiFieldSchemas.script.optional().describe('script: xdotool commands, one per line.'),
-        screenshot: guiFieldSchemas.screenshot.optional().describe('Whether to return a screenshot after the action (default true, false for move).'),
+        screenshot: guiFieldSchemas.screenshot.optional().describe('Return a screenshot after the action (default true; false for move).'),
       })
       .superRefine(checkGuiFields),
   },

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SandboxdError } from '../../runtimes/sandboxd-client.ts';
 import { InMemorySandboxd } from '../testing/in-memory-sandboxd.ts';
-import { modelOutputMaxChars } from './definitions.ts';
+import { modelOutputMaxChars, toolNames } from './definitions.ts';
 import type { LimitCounters } from '../../runtimes/types.ts';
 import { runTool, truncateMiddle, type LimitWatch, type SandboxdCaller } from './run-tool.ts';
 
@@ -36,7 +36,8 @@ describe('runTool', () => {
     const result = await runTool(new InMemorySandboxd(), { name: 'run_python', input: {} }, { signal });
     expect(result.isError).toBe(true);
     expect(result.output).toMatch(/Unknown tool "run_python"/);
-    expect(result.output).toMatch(/shell, read_file, write_file, edit_file, list_files, delete_file, recall, finish/);
+    expect(result.output).toContain(`The available tools are: ${toolNames.join(', ')}.`);
+    expect(toolNames).toEqual(expect.arrayContaining(['shell', 'run_code', 'read_file', 'write_file', 'edit_file', 'list_files', 'delete_file', 'recall', 'finish']));
   });
 
   it('answers arguments that fail the schema with what to fix', async () => {
@@ -228,5 +229,66 @@ describe('file operations for the audit log', () => {
       { op: 'read', path: 'missing.txt', ok: false, error: 'not_found' },
       { op: 'delete', path: 'a.txt', ok: true },
     ]);
+  });
+});
+
+describe('runTool: shell sessions, search and listing notes', () => {
+  it('passes the session to sandboxd and names it when it restarted', async () => {
+    const sandbox = new InMemorySandboxd();
+    await runTool(sandbox, { name: 'shell', input: { command: 'pwd', session: 'server' } }, { signal });
+    expect(sandbox.calls.at(-1)).toEqual({ route: 'shellExec', body: { command: 'pwd', session: 'server' } });
+    const hostile = await runTool(sandbox, { name: 'shell', input: { command: 'pwd', session: 'a; rm -rf /' } }, { signal });
+    expect(hostile.isError).toBe(true);
+    expect(hostile.output).toMatch(/session: a session name is 1 to 32 letters, digits/);
+    const restarted = await runTool({ call: async () => ({ output: '', exit_code: null, timed_out: true, omitted_bytes: 0, session_restarted: true, duration_ms: 1, waiting_for_input: true }) } as unknown as SandboxdCaller, { name: 'shell', input: { command: 'read x', session: 'two', timeout_ms: 1000 } }, { signal });
+    expect(restarted.output).toMatch(/timed out after 1000 ms/);
+    expect(restarted.output).toMatch(/waiting for input from the terminal/);
+    expect(restarted.output).toMatch(/The shell session "two" was restarted/);
+  });
+
+  it('formats search results with file and line, and the cap', async () => {
+    const sandbox = new InMemorySandboxd({ files: { 'src/a.py': 'x = 1\ndef needle():\n', 'src/b.ts': 'const needle = 2;\n', 'c.md': 'nothing' } });
+    const found = await runTool(sandbox, { name: 'search_files', input: { pattern: 'needle' } }, { signal });
+    expect(found).toMatchObject({ isError: false, output: 'src/a.py:2: def needle():\nsrc/b.ts:1: const needle = 2;\n[2 matching lines in 2 files]' });
+    expect((await runTool(sandbox, { name: 'search_files', input: { pattern: 'needle', glob: '*.ts' } }, { signal })).output).toMatch(/^src\/b.ts:1:/);
+    expect((await runTool(sandbox, { name: 'search_files', input: { pattern: 'absent', path: 'src' } }, { signal })).output).toBe('No match for "absent" in src.');
+    const invalid = await runTool(sandbox, { name: 'search_files', input: { pattern: '(' } }, { signal });
+    expect(invalid).toMatchObject({ isError: true, output: expect.stringMatching(/^search_files failed: invalid_request: ripgrep refused/) as string });
+    const many: SandboxdCaller = { call: async () => ({ path: '.', matches: [{ path: 'a', line: 1, text: 'x' }], truncated: true, files_with_matches: 1 }) } as unknown as SandboxdCaller;
+    expect((await runTool(many, { name: 'search_files', input: { pattern: 'x' } }, { signal })).output).toMatch(/only the first 1 matching lines are shown/);
+    expect((await runTool(sandbox, { name: 'search_files', input: {} }, { signal })).output).toMatch(/Invalid arguments for search_files/);
+  });
+
+  it('records searches in the audit log as file operations', async () => {
+    const operations: unknown[] = [];
+    const sandbox = new InMemorySandboxd({ files: { 'a.txt': 'x' } });
+    await runTool(sandbox, { name: 'search_files', input: { pattern: 'x', path: 'a.txt' } }, { signal, onFileOperation: (operation) => operations.push(operation) });
+    await runTool(sandbox, { name: 'search_files', input: { pattern: '(' } }, { signal, onFileOperation: (operation) => operations.push(operation) });
+    expect(operations).toEqual([
+      { op: 'search', path: 'a.txt', ok: true },
+      { op: 'search', path: '.', ok: false, error: 'invalid_request' },
+    ]);
+  });
+
+  it('names what a listing skipped and how to see it', async () => {
+    const listing: SandboxdCaller = {
+      call: async () => ({
+        path: '.',
+        entries: [{ path: 'src', type: 'directory', size: 0 }],
+        truncated: false,
+        ignored: [
+          { path: 'node_modules', type: 'directory', reason: 'default' },
+          { path: 'dist', type: 'directory', reason: 'ignore_file' },
+          { path: 'app.log', type: 'file', reason: 'ignore_file' },
+        ],
+        ignored_count: 5,
+      }),
+    } as unknown as SandboxdCaller;
+    const result = await runTool(listing, { name: 'list_files', input: { depth: 3 } }, { signal });
+    expect(result.output).toBe('src/\n[not listed: node_modules/ (skipped by default); dist/, app.log (ignore files) and 2 more; pass include_ignored: true to list them]');
+    const sandbox = new InMemorySandboxd();
+    await runTool(sandbox, { name: 'list_files', input: { path: 'src', depth: 4, include_ignored: true } }, { signal });
+    expect(sandbox.calls.at(-1)).toEqual({ route: 'listFiles', body: { path: 'src', depth: 4, include_ignored: true } });
+    expect((await runTool(sandbox, { name: 'list_files', input: { depth: 0 } }, { signal })).isError).toBe(true);
   });
 });

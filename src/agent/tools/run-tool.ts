@@ -14,6 +14,7 @@ import type { RouteResponse } from '../../sandboxd/protocol.ts';
 import type { FileOperation, FileOperationRecord } from '../../jobs/audit-log.ts';
 import type { ToolImage } from '../context/images.ts';
 import { isToolName, modelOutputMaxChars, shellDefaultTimeoutMs, toolDefinitions, toolNames, toolSignature, type ToolInput, type ToolName } from './definitions.ts';
+import { formatRunCode } from './run-code-output.ts';
 
 /** What the tools need of sandboxd: the client's `call` (a SandboxdClient, or a fake in unit tests). */
 export type SandboxdCaller = Pick<SandboxdClient, 'call'>;
@@ -202,9 +203,9 @@ function preview(text: string): string {
 async function execute(client: SandboxdCaller, name: ToolName, args: Record<string, unknown>, signal: AbortSignal, options: RunToolOptions): Promise<{ output: string; finishSummary?: string; images?: ToolImage[] }> {
   switch (name) {
     case 'shell': {
-      const { command, timeout_ms } = args as ToolInput<'shell'>;
-      const result = await client.call('shellExec', { command, ...(timeout_ms === undefined ? {} : { timeout_ms }) }, { signal });
-      return { output: formatShell(result, timeout_ms) };
+      const { command, timeout_ms, session } = args as ToolInput<'shell'>;
+      const result = await client.call('shellExec', { command, ...(timeout_ms === undefined ? {} : { timeout_ms }), ...(session === undefined ? {} : { session }) }, { signal });
+      return { output: formatShell(result, timeout_ms, session) };
     }
     case 'read_file': {
       const { path } = args as ToolInput<'read_file'>;
@@ -222,14 +223,26 @@ async function execute(client: SandboxdCaller, name: ToolName, args: Record<stri
       return { output: `Edited ${result.path}: replaced 1 occurrence (the file is now ${result.size} bytes).` };
     }
     case 'list_files': {
-      const { path } = args as ToolInput<'list_files'>;
-      const result = await client.call('listFiles', path === undefined ? {} : { path }, { signal });
+      const { path, depth, include_ignored } = args as ToolInput<'list_files'>;
+      const result = await client.call('listFiles', { ...(path === undefined ? {} : { path }), ...(depth === undefined ? {} : { depth }), ...(include_ignored === undefined ? {} : { include_ignored }) }, { signal });
       return { output: formatListing(result) };
+    }
+    case 'search_files': {
+      const { pattern, path, glob } = args as ToolInput<'search_files'>;
+      const result = await client.call('searchFiles', { pattern, ...(path === undefined ? {} : { path }), ...(glob === undefined ? {} : { glob }) }, { signal });
+      return { output: formatSearch(result, pattern) };
     }
     case 'delete_file': {
       const { path } = args as ToolInput<'delete_file'>;
       const result = await client.call('deleteFile', { path }, { signal });
       return { output: `Deleted ${result.type === 'directory' ? 'directory' : result.type} ${result.path}.` };
+    }
+    case 'run_code': {
+      // An exception in the code is a result (status: error), as a command's non-zero exit is for shell.
+      const { language, code, timeout_ms } = args as ToolInput<'run_code'>;
+      const result = await client.call('runCode', { language, code, ...(timeout_ms === undefined ? {} : { timeout_ms }) }, { signal });
+      const { output, images } = formatRunCode(result);
+      return { output, ...(images.length === 0 ? {} : { images }) };
     }
     case 'gui': {
       const result = await client.call('gui', args as ToolInput<'gui'>, { signal });
@@ -248,7 +261,7 @@ async function execute(client: SandboxdCaller, name: ToolName, args: Record<stri
   }
 }
 
-/** File tools by name (search_files once it exists) and the operation each records. */
+/** File tools by name and the operation each records in the audit log. */
 const fileToolOperations: Partial<Record<string, FileOperation>> = { read_file: 'read', write_file: 'write', edit_file: 'edit', list_files: 'list', delete_file: 'delete', search_files: 'search' };
 
 /** The file operation a file tool's call makes (for the audit log); undefined for the other tools. */
@@ -258,10 +271,13 @@ function fileOperationOf(name: ToolName, args: Record<string, unknown>): Pick<Fi
   return { op, path: typeof args.path === 'string' ? args.path : '.' };
 }
 
-function formatShell(result: RouteResponse<'shellExec'>, timeoutMs: number | undefined): string {
+function formatShell(result: RouteResponse<'shellExec'>, timeoutMs: number | undefined, session: string | undefined): string {
   const lines = [`exit code: ${result.exit_code ?? 'none'}`];
   if (result.timed_out) lines.push(`timed out after ${timeoutMs ?? shellDefaultTimeoutMs} ms: the command was interrupted with Ctrl-C.`);
-  if (result.session_restarted) lines.push('The shell session was restarted: the working directory and environment variables were reset.');
+  if (result.waiting_for_input === true) {
+    lines.push('The command was waiting for input from the terminal when it was interrupted: give it its input with a pipe or a heredoc (printf "y\\n" | CMD, CMD <<EOF), or use its non-interactive options.');
+  }
+  if (result.session_restarted) lines.push(`The shell session${session === undefined ? '' : ` "${session}"`} was restarted: the working directory and environment variables were reset.`);
   if (result.omitted_bytes > 0) lines.push(`${result.omitted_bytes} bytes were dropped from the middle of the output (sandboxd's buffer limit).`);
   lines.push(result.output === '' ? 'output: (none)' : `output:\n${result.output}`);
   return lines.join('\n');
@@ -281,7 +297,24 @@ function formatListing(result: RouteResponse<'listFiles'>): string {
         return `${entry.path}  (special file)`;
     }
   });
-  if (result.truncated) lines.push(`[listing cut short: list a subdirectory, or search with the shell (find, rg --files)]`);
+  if (result.truncated) lines.push(`[listing cut short: list a subdirectory, lower depth, or use search_files]`);
+  if (result.ignored_count > 0) {
+    const name = (entry: (typeof result.ignored)[number]) => `${entry.path}${entry.type === 'directory' ? '/' : ''}`;
+    const byDefault = result.ignored.filter((entry) => entry.reason === 'default').map(name);
+    const byFile = result.ignored.filter((entry) => entry.reason === 'ignore_file').map(name);
+    const parts = [...(byDefault.length > 0 ? [`${byDefault.join(', ')} (skipped by default)`] : []), ...(byFile.length > 0 ? [`${byFile.join(', ')} (ignore files)`] : [])];
+    const more = result.ignored_count - result.ignored.length;
+    lines.push(`[not listed: ${parts.join('; ')}${more > 0 ? ` and ${more} more` : ''}; pass include_ignored: true to list them]`);
+  }
+  return lines.join('\n');
+}
+
+function formatSearch(result: RouteResponse<'searchFiles'>, pattern: string): string {
+  const where = result.path === '.' ? 'the workspace' : result.path;
+  if (result.matches.length === 0) return `No match for ${JSON.stringify(pattern)} in ${where}${result.truncated ? ' (the search was stopped at its time limit: narrow path or glob)' : ''}.`;
+  const lines = result.matches.map((match) => `${match.path}:${match.line}: ${match.text}`);
+  if (result.truncated) lines.push(`[only the first ${result.matches.length} matching lines are shown: narrow the pattern, path or glob to see the rest]`);
+  else lines.push(`[${result.matches.length} matching line${result.matches.length === 1 ? '' : 's'} in ${result.files_with_matches} file${result.files_with_matches === 1 ? '' : 's'}]`);
   return lines.join('\n');
 }
 

@@ -198,7 +198,7 @@ export class CodeRunner {
       // Jupyter restarts it; the next call opens a fresh websocket to the restarted kernel.
       kernel.connection?.close();
       kernel.connection = undefined;
-      notes.push(`The kernel process exited while running this code (os._exit or sys.exit in a thread, a crash, or the sandbox's memory limit) and Jupyter restarted it: ${stateGone}.`);
+      notes.push(`The kernel process exited while running this code (os._exit, a crash, a signal, or the sandbox's memory limit) and Jupyter restarted it: ${stateGone}.`);
     } else if (end.kind === 'dead') {
       died = true;
       lost = true;

@@ -31,9 +31,10 @@ export const defaultOutputCaps: OutputCaps = {
 
 const imageTypes = ['image/png', 'image/jpeg', 'image/gif'] as const;
 
-// CSI sequences (colours, cursor moves), OSC sequences (titles, links) and the remaining two-byte escapes.
+// CSI sequences (colours, cursor moves), OSC sequences (titles, links), character set selections and the remaining
+// two-byte escapes.
 // eslint-disable-next-line no-control-regex -- matching escape characters is the point
-const ansiPattern = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
+const ansiPattern = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+#][0-9A-Za-z]|\x1b[@-Z\\-_]/g;
 
 export function stripAnsi(text: string): string {
   return text.replace(ansiPattern, '');

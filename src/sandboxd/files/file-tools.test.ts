@@ -67,6 +67,8 @@ describe('normal use', () => {
     expect(listing).toEqual({
       path: '.',
       truncated: false,
+      ignored: [],
+      ignored_count: 0,
       entries: [
         { path: 'b.txt', type: 'file', size: 0 },
         { path: 'src', type: 'directory', size: 0 },
@@ -275,5 +277,50 @@ describe('confinement', () => {
     execFileSync('mkfifo', [join(root, 'pipe')]);
     expect(await codeOf(files.read({ path: 'pipe' }))).toBe('not_a_file');
     expect(await codeOf(files.write({ path: 'pipe', content: 'x' }))).toBe('not_a_file');
+  });
+});
+
+describe('list_files ignore rules', () => {
+  it('skips .git, node_modules, __pycache__, .venv and what ignore files say, and names what it skipped', async () => {
+    for (const path of ['.git/HEAD', 'node_modules/pkg/index.js', 'src/__pycache__/m.pyc', '.venv/bin/python', 'dist/app.js', 'src/app.ts', 'src/app.log', 'src/keep.log', 'logs/a.log', 'docs/readme.md', 'docs/build/out.html', '.env']) {
+      await files.write({ path, content: 'x' });
+    }
+    await files.write({ path: '.gitignore', content: '# build output\ndist/\n*.log\n!keep.log\n' });
+    await files.write({ path: 'docs/.ignore', content: 'build\n' });
+    const listing = await files.list({ path: '.', depth: 3 });
+    expect(listing.entries.map((entry) => entry.path)).toEqual(['.env', '.gitignore', 'docs', 'docs/.ignore', 'docs/readme.md', 'logs', 'src', 'src/app.ts', 'src/keep.log']);
+    expect(listing.ignored).toEqual([
+      { path: '.git', type: 'directory', reason: 'default' },
+      { path: '.venv', type: 'directory', reason: 'default' },
+      { path: 'dist', type: 'directory', reason: 'ignore_file' },
+      { path: 'docs/build', type: 'directory', reason: 'ignore_file' },
+      { path: 'logs/a.log', type: 'file', reason: 'ignore_file' },
+      { path: 'node_modules', type: 'directory', reason: 'default' },
+      { path: 'src/__pycache__', type: 'directory', reason: 'default' },
+      { path: 'src/app.log', type: 'file', reason: 'ignore_file' },
+    ]);
+    expect(listing.ignored_count).toBe(8);
+    // Rules of directories above the one listed apply, with paths as the caller named them.
+    expect(await files.list({ path: 'src', depth: 1 })).toMatchObject({ entries: [{ path: 'src/app.ts' }, { path: 'src/keep.log' }], ignored_count: 2 });
+    // A directory named explicitly is listed, whatever the rules say of it.
+    expect((await files.list({ path: 'node_modules', depth: 2 })).entries.map((entry) => entry.path)).toEqual(['node_modules/pkg', 'node_modules/pkg/index.js']);
+    const everything = await files.list({ path: '.', depth: 3, include_ignored: true });
+    expect(everything.ignored_count).toBe(0);
+    expect(everything.entries.map((entry) => entry.path)).toContain('node_modules/pkg');
+    expect(everything.entries.map((entry) => entry.path)).toContain('src/app.log');
+  });
+
+  it('lists depth levels as asked', async () => {
+    await files.write({ path: 'a/b/c/d/e.txt', content: 'x' });
+    expect((await files.list({ path: '.', depth: 1 })).entries.map((entry) => entry.path)).toEqual(['a']);
+    expect((await files.list({ path: '.', depth: 4 })).entries.map((entry) => entry.path)).toEqual(['a', 'a/b', 'a/b/c', 'a/b/c/d']);
+    expect((await files.list({ path: '.', depth: 5 })).entries.at(-1)?.path).toBe('a/b/c/d/e.txt');
+  });
+
+  it('never reads an ignore file through a symlink', async () => {
+    await writeFile(join(outside, 'rules'), '*\n');
+    await symlink(join(outside, 'rules'), join(root, '.gitignore'));
+    await files.write({ path: 'visible.txt', content: 'x' });
+    expect((await files.list({ path: '.', depth: 1 })).entries.map((entry) => entry.path)).toEqual(['.gitignore', 'visible.txt']);
   });
 });

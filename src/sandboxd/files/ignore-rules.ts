@@ -6,7 +6,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import ignore, { type Ignore } from 'ignore';
+import type { Ignore } from 'ignore';
 
 /** Names skipped wherever they occur (their contents are rarely what anyone looks for, and they are huge). */
 export const alwaysSkipped: readonly string[] = ['.git', 'node_modules', '__pycache__', '.venv'];
@@ -42,6 +42,8 @@ async function readIgnoreFile(path: string): Promise<string | undefined> {
 export async function directoryRules(real: string, relative: string): Promise<DirectoryRules | undefined> {
   const texts = (await Promise.all(ignoreFileNames.map((name) => readIgnoreFile(join(real, name))))).filter((text) => text !== undefined);
   if (texts.length === 0) return undefined;
+  // Loaded when a workspace first has an ignore file: sandboxd starts without it.
+  const { default: ignore } = await import('ignore');
   const matcher = ignore({ allowRelativePaths: true });
   for (const text of texts) matcher.add(text);
   return { base: relative === '.' ? '' : relative, matcher };

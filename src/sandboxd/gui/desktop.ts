@@ -123,11 +123,24 @@ export class Desktop {
   }
 
   /** Starts Xvfb and openbox unless they run; resolves once both are ready. */
-  ensureDisplay(): Promise<void> {
-    if (this.#closed) return Promise.reject(new SandboxdToolError('gui_failed', 'the desktop is shutting down'));
-    if (this.running) return Promise.resolve();
+  async ensureDisplay(): Promise<void> {
+    if (this.#closed) throw new SandboxdToolError('gui_failed', 'the desktop is shutting down');
+    // An X server killed a moment ago may not have been reaped yet: its socket refusing connections tells.
+    if (this.#displayStarting === undefined && this.running && (await this.#displayAnswers())) return;
     this.#displayStarting ??= this.#startDisplay().finally(() => (this.#displayStarting = undefined));
     return this.#displayStarting;
+  }
+
+  /** Whether the X server accepts connections on its socket. */
+  #displayAnswers(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const socket = connect({ path: `/tmp/.X11-unix/X${this.displayNumber}` });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
   }
 
   /** Starts the display and x11vnc and websockify (noVNC) unless they run; resolves once noVNC accepts connections. */
@@ -140,8 +153,12 @@ export class Desktop {
 
   async #startDisplay(): Promise<void> {
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-    if (this.#xvfb?.alive !== true) {
-      this.#stop(this.#openbox);
+    if (this.#xvfb?.alive !== true || !(await this.#displayAnswers())) {
+      // Whatever is left of the old display goes first (its X server may be dying, not yet reaped).
+      for (const old of [this.#openbox, this.#xvfb]) {
+        this.#stop(old);
+        if (old !== undefined) await Promise.race([old.exited, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      }
       this.#openbox = undefined;
       const started = performance.now();
       this.#prepareSocketDirectory();
@@ -213,7 +230,7 @@ export class Desktop {
     } catch {
       return;
     }
-    if (Number.isInteger(holder) && holder > 0 && processExists(holder)) {
+    if (Number.isInteger(holder) && holder > 0 && holder !== this.#xvfb?.child.pid && processExists(holder)) {
       throw new SandboxdToolError('gui_failed', `display ${this.display} is taken by another X server (pid ${holder}); stop it (kill ${holder}) so the desktop can start`);
     }
     for (const stale of [lock, `/tmp/.X11-unix/X${this.displayNumber}`]) {
@@ -283,8 +300,21 @@ export class Desktop {
     return new Promise(() => {}); // #until's timeout reports it
   }
 
-  /** Runs an X client (xdotool, xprop, scrot, ...) on this desktop without a shell; never rejects for its exit status. */
-  run(file: string, args: string[], options: { timeoutMs: number; signal?: AbortSignal }): Promise<CommandResult> {
+  /**
+   * Runs an X client (xdotool, xprop, scrot, ...) on this desktop without a shell; never rejects for its exit status.
+   * A client that could not open the display did nothing: the display is started again (its X server may have just
+   * been killed) and the client run once more.
+   */
+  async run(file: string, args: string[], options: { timeoutMs: number; signal?: AbortSignal }): Promise<CommandResult> {
+    const result = await this.#runOnce(file, args, options);
+    if (result.code === 0 || this.#closed || !/(can't|cannot|unable to) open (x )?display/i.test(result.stderr)) return result;
+    const xvfb = this.#xvfb;
+    if (xvfb !== undefined) await Promise.race([xvfb.exited, new Promise((resolve) => setTimeout(resolve, 500))]);
+    await this.ensureDisplay();
+    return this.#runOnce(file, args, options);
+  }
+
+  #runOnce(file: string, args: string[], options: { timeoutMs: number; signal?: AbortSignal }): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
       const child = spawn(file, args, { cwd: this.stateDir, env: this.#env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       const stdout: Buffer[] = [];

@@ -26,13 +26,22 @@ export const scriptTimeoutMs = 60_000;
 /** How long launch waits for the program's first window. */
 export const launchWindowWaitMs = 10_000;
 
+/** Far beyond any screen (sandboxd checks the real size); a bound keeps the JSON schema short. */
+const maxCoordinate = 100_000;
+const pixel = (edge: 'left' | 'top') =>
+  z
+    .number()
+    .int(`coordinates are whole screen pixels, counted from 0 at the ${edge} edge`)
+    .min(0, `coordinates are screen pixels counted from 0 at the ${edge} edge`)
+    .max(maxCoordinate, `coordinates are screen pixels; no screen is ${maxCoordinate} pixels wide`);
+
 /** Each field's type and bounds (the tool definition adds the descriptions the model reads). */
 export const guiFieldSchemas = {
   action: z.enum(guiActions),
-  x: z.number().int().min(0, 'coordinates are screen pixels counted from 0 at the left edge'),
-  y: z.number().int().min(0, 'coordinates are screen pixels counted from 0 at the top edge'),
-  to_x: z.number().int().min(0, 'coordinates are screen pixels counted from 0 at the left edge'),
-  to_y: z.number().int().min(0, 'coordinates are screen pixels counted from 0 at the top edge'),
+  x: pixel('left'),
+  y: pixel('top'),
+  to_x: pixel('left'),
+  to_y: pixel('top'),
   button: z.enum(mouseButtons),
   direction: z.enum(scrollDirections),
   amount: z.number().int().min(1).max(maxScrollAmount),
@@ -80,7 +89,7 @@ export function checkGuiFields(value: Partial<Record<keyof typeof guiFieldSchema
   }
   for (const field of Object.keys(value) as Array<keyof typeof value>) {
     if (field === 'action' || value[field] === undefined || !Object.hasOwn(guiFieldSchemas, field)) continue;
-    if (!required.includes(field as Field) && !optional.includes(field as Field)) {
+    if (!required.includes(field) && !optional.includes(field)) {
       context.addIssue({ code: 'custom', path: [field], message: `${action} does not take ${field}: ${signature}` });
     }
   }

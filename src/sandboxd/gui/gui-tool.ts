@@ -154,12 +154,16 @@ export class GuiTool {
   /** Runs xdotool; a failure or an unknown key name is an error that says what went wrong. */
   async #xdotool(args: string[], signal: AbortSignal | undefined, timeoutMs = clientTimeoutMs): Promise<string> {
     const result = await this.#desktop.run('xdotool', args, { timeoutMs, signal });
-    const unknownKeys = [...result.stderr.matchAll(/No such key name '([^']*)'/g)].map((match) => match[1]);
+    // xdotool reports an unknown key name (once on press, once on release) and carries on: make it an error.
+    const unknownKeys = [...new Set([...result.stderr.matchAll(/No such key name '([^']*)'/g)].map((match) => match[1]))];
     if (unknownKeys.length > 0) {
-      throw new SandboxdToolError('invalid_request', `unknown key name${unknownKeys.length > 1 ? 's' : ''} ${[...new Set(unknownKeys)].map((key) => JSON.stringify(key)).join(', ')}: use X keysym names such as Return, Escape, Tab, BackSpace, ctrl+c, alt+F4, Page_Down`);
+      throw new SandboxdToolError('invalid_request', `unknown key name${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((key) => JSON.stringify(key)).join(', ')}: use X keysym names such as Return, Escape, Tab, BackSpace, ctrl+c, alt+F4, Page_Down`);
     }
     if (result.timedOut) throw new SandboxdToolError('gui_failed', `xdotool ${args[0]} did not finish within ${Math.round(timeoutMs / 1000)} s`);
-    if (result.code !== 0) throw new SandboxdToolError('gui_failed', `xdotool ${args[0]} failed (exit code ${result.code}): ${result.stderr.trim() || 'no message'}`);
+    if (result.code !== 0) {
+      const stack = /no windows in the stack/i.test(result.stderr) ? ' (each script line is its own xdotool command: use a search result on the same line, e.g. search --name Editor windowactivate %1)' : '';
+      throw new SandboxdToolError('gui_failed', `xdotool ${args[0]} failed (exit code ${result.code}): ${result.stderr.trim() || 'no message'}${stack}`);
+    }
     return result.stdout.toString();
   }
 

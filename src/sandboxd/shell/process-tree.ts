@@ -1,5 +1,5 @@
-// Process helpers over /proc for the shell sessions: the tree below a bash (what a session started), the members of a
-// process group (a job) or of a session (everything attached to one terminal), the terminal's foreground group,
+// Process helpers over /proc for the shell sessions (and the Jupyter server): the tree below a process, the members
+// of a process group (a job) or of a session (everything attached to one terminal), a terminal's foreground group,
 // and whether a process is blocked reading its terminal. Reads only; signals go through signalProcess.
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
@@ -13,10 +13,6 @@ interface ProcessRow extends ProcessEntry {
   parent: number;
   group: number;
   session: number;
-}
-
-export function processKey(entry: ProcessEntry): string {
-  return `${entry.pid}:${entry.startTime}`;
 }
 
 function processTable(): ProcessRow[] {
@@ -41,11 +37,8 @@ function processTable(): ProcessRow[] {
   return rows;
 }
 
-/**
- * Every descendant of `pid`, parents before children. Subtrees rooted at a process in `prune` (by processKey) are
- * skipped: that is how the background jobs of earlier calls, and whatever they start, are left alone.
- */
-export function descendantsOf(pid: number, prune: ReadonlySet<string> = new Set()): ProcessEntry[] {
+/** Every descendant of `pid`, parents before children. */
+export function descendantsOf(pid: number): ProcessEntry[] {
   const children = new Map<number, ProcessRow[]>();
   for (const row of processTable()) {
     const list = children.get(row.parent);
@@ -57,7 +50,7 @@ export function descendantsOf(pid: number, prune: ReadonlySet<string> = new Set(
   const queue = [pid];
   for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
     for (const child of children.get(next) ?? []) {
-      if (seen.has(child.pid) || prune.has(processKey(child))) continue;
+      if (seen.has(child.pid)) continue;
       seen.add(child.pid);
       found.push({ pid: child.pid, startTime: child.startTime });
       queue.push(child.pid);
@@ -114,20 +107,6 @@ export function readingTerminal(pids: readonly number[], ttyPath: string): boole
     }
   }
   return false;
-}
-
-/**
- * True when the process ignores SIGINT. bash without job control starts background commands (`cmd &`) with SIGINT
- * ignored, so this tells a command's background jobs (left running, as in a terminal) from its foreground ones.
- */
-export function ignoresSigint(pid: number): boolean {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const mask = /^SigIgn:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-    return mask !== undefined && (BigInt(`0x${mask}`) & 2n) !== 0n;
-  } catch {
-    return false;
-  }
 }
 
 /** True while the process exists and has not exited (a zombie, awaiting its reaper, counts as exited). */

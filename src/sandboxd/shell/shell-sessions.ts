@@ -3,9 +3,8 @@
 // sandboxd stops; there are at most maxShellSessions at once, and a session whose bash has exited (`exit`) gives its
 // place to a new name. Names are checked by the protocol (shellSessionName) before they get here.
 import { SandboxdToolError } from '../errors.ts';
+import { maxShellSessions } from '../protocol.ts';
 import { BashSession, type BashSessionOptions, type ExecOptions, type ExecResult } from './bash-session.ts';
-
-export const maxShellSessions = 8;
 
 export class ShellSessions {
   readonly #options: Omit<BashSessionOptions, 'name'>;

@@ -13,6 +13,7 @@ import { createSandboxdServer, type SandboxdServer } from '../server.ts';
 import { parseTerminalQuery, TerminalError } from './terminal-server.ts';
 
 const token = 'terminal-test-token';
+const escapeCharacter = String.fromCharCode(0x1b);
 let base: string;
 let socketPath: string;
 let server: SandboxdServer;
@@ -137,7 +138,7 @@ describe('terminal websocket', () => {
     await watcher.waitFor(/earlier\r\n/);
     const call = client.call('shellExec', { command: "printf '\\e[32mgreen\\e[0m\\n'", session: 'builder' });
     await watcher.waitFor(/printf '\\e\[32mgreen\\e\[0m\\n'/);
-    await watcher.waitFor(/\x1b\[32mgreen\x1b\[0m\r\n/);
+    await watcher.waitFor(new RegExp(`${escapeCharacter}\\[32mgreen${escapeCharacter}\\[0m\r\n`));
     expect((await call).output).toBe('green\n');
     // Typing is refused (with a note), and never reaches the session.
     watcher.ws.send('touch typed-by-a-person\r');

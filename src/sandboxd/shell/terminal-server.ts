@@ -20,7 +20,7 @@
 // only detaches it. At most maxTerminals terminals are open at once (watchers are not counted).
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import type { Logger } from '../log.ts';
 import { shellSessionName } from '../protocol.ts';
 import { membersOf, signalProcess, waitUntilGone } from './process-tree.ts';
@@ -107,7 +107,8 @@ function validSize(message: Record<string, unknown>): { cols: number; rows: numb
 
 export class TerminalServer {
   readonly #options: TerminalServerOptions;
-  readonly #sockets = new WebSocketServer({ noServer: true, maxPayload: maxFrameBytes, perMessageDeflate: false });
+  /** Loaded on the first terminal: most sandboxes never open one, and sandboxd starts faster without it. */
+  #sockets: Promise<WebSocketServer> | undefined;
   readonly #terminals = new Set<{ close: () => Promise<void> }>();
   readonly #watchers = new Set<WebSocket>();
   #opening = 0;
@@ -168,14 +169,16 @@ export class TerminalServer {
     this.#closed = true;
     for (const ws of this.#watchers) ws.close(1001, 'sandboxd is stopping');
     await Promise.all([...this.#terminals].map((terminal) => terminal.close()));
-    this.#sockets.close();
+    void this.#sockets?.then((sockets) => sockets.close());
   }
 
-  #accept(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<WebSocket> {
+  async #accept(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<WebSocket> {
+    this.#sockets ??= import('ws').then(({ WebSocketServer }) => new WebSocketServer({ noServer: true, maxPayload: maxFrameBytes, perMessageDeflate: false }));
+    const sockets = await this.#sockets;
     return new Promise((resolve, reject) => {
       // ws answers a bad handshake (no Sec-WebSocket-Key, wrong version) with a 400 itself, and never calls back.
       socket.once('close', () => reject(new TerminalError(400, 'the websocket handshake failed')));
-      this.#sockets.handleUpgrade(request, socket, head, (ws) => resolve(ws));
+      sockets.handleUpgrade(request, socket, head, (ws) => resolve(ws));
     });
   }
 

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { toolNames } from '../../../src/agent/tools/definitions.ts';
 import { collectEvents, downloadZip, get, post, startTestApp, trajectoriesDir, type StreamedEvent, type TestApp } from '../../helpers/app.ts';
 import { scriptedReplies, startOpenAICompatibleServer, type AssistantReply, type OpenAICompatibleServer } from '../../helpers/openai-compatible-server.ts';
 
@@ -200,7 +201,9 @@ describe.each([true, false])('a job driven by an OpenAI-compatible server (strea
       expect(request.body.model).toBe('test-model');
       expect(Boolean(request.body.stream)).toBe(stream);
       expect(JSON.stringify(request.body.messages)).toContain(task);
-      expect(request.body.tools?.map((t) => t.function.name).sort()).toEqual(['delete_file', 'edit_file', 'finish', 'list_files', 'read_file', 'recall', 'shell', 'write_file']);
+      // Every tool of the product surface, each once.
+      expect(request.body.tools?.map((t) => t.function.name).sort()).toEqual([...toolNames].sort());
+      expect(toolNames).toEqual(expect.arrayContaining(['shell', 'read_file', 'write_file', 'edit_file', 'list_files', 'search_files', 'delete_file', 'recall', 'finish']));
     }
     // The tool results went back to the model: the last request carries the shell's output.
     expect(JSON.stringify(llm.requests.at(-1)?.body.messages)).toContain('Hello from workcell');

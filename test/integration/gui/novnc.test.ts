@@ -1,0 +1,175 @@
+// People's view of a job's desktop, end to end: a whole workcell runs a job (a script: trajectory that opens an xterm
+// with the gui tool and then waits in the shell), and the desktop is reached only through the orchestrator:
+// /jobs/<id>/desktop/ → noVNC's page (websockify serving /usr/share/novnc in the sandbox) → its websocket at
+// /jobs/<id>/desktop/websockify → sandboxd → websockify → x11vnc. A raw websocket client completes the RFB handshake;
+// Debian's Chromium (playwright-core) opens the page, connects and shows the xterm; with API keys, a one-time
+// ?access_token= link does the same. The job is cancelled at the end.
+import { chromium, type Browser } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { post, startTestApp, type TestApp } from '../../helpers/app.ts';
+import { decodePng } from '../../helpers/png.ts';
+import { openWebSocket } from '../../helpers/websocket.ts';
+
+let app: TestApp | undefined;
+let browser: Browser | undefined;
+afterEach(async () => {
+  await browser?.close();
+  await app?.close();
+  browser = undefined;
+  app = undefined;
+});
+
+/** DESIGN.md section 9: what makes Debian's Chromium run here (playwright adds --headless itself). */
+const chromiumFlags = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+async function schedule(headers: Record<string, string> = {}): Promise<string> {
+  const response = await fetch(`${app!.url}/schedule`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ task: 'show the desktop', model: 'script:gui-desktop-watch.json' }) });
+  expect(response.status).toBe(202);
+  return ((await response.json()) as { job_id: string }).job_id;
+}
+
+/** Waits until the job is in its waiting shell command (step 2): its xterm is on the desktop by then. */
+async function waitForShellStep(jobId: string, headers: Record<string, string> = {}): Promise<void> {
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const job = (await (await fetch(`${app!.url}/jobs/${jobId}`, { headers })).json()) as { status: string; usage: { steps: number }; error?: string };
+    if (job.status !== 'pending' && job.status !== 'running') throw new Error(`the job ended: ${JSON.stringify(job)}`);
+    if (job.usage.steps >= 2) return;
+    if (Date.now() > deadline) throw new Error('the job did not reach its shell step');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function cancel(jobId: string, headers: Record<string, string> = {}): Promise<void> {
+  const response = await fetch(`${app!.url}/jobs/${jobId}/cancel`, { method: 'POST', headers });
+  expect(response.status).toBeLessThan(300);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const job = (await (await fetch(`${app!.url}/jobs/${jobId}`, { headers })).json()) as { status: string };
+    if (job.status === 'cancelled') return;
+    if (Date.now() > deadline) throw new Error(`the job is still ${job.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Opens noVNC in Chromium at `path` and waits until its canvas shows the desktop with the (white) xterm on it. */
+async function watchDesktop(path: string): Promise<{ canvas: { width: number; height: number; white: number; colours: number }; png: Buffer; url: string }> {
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: chromiumFlags });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await page.goto(`${app!.url}${path}`);
+  // Evaluated in the page (this project's TypeScript has no DOM types): the canvas's pixels once the xterm shows.
+  const handle = await page.waitForFunction(
+    `(() => {
+      const canvas = document.querySelector('canvas');
+      if (canvas === null || canvas.width < 100) return null;
+      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      let white = 0;
+      const colours = new Set();
+      for (let i = 0; i < data.length; i += 4 * 5) {
+        colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+        if (data[i] === 255 && data[i + 1] === 255 && data[i + 2] === 255) white++;
+      }
+      // The xterm (100x30 characters, white) covers a good part of the screen; the title bar adds colours.
+      return white > 10000 && colours.size > 3 ? { width: canvas.width, height: canvas.height, white, colours: colours.size } : null;
+    })()`,
+    undefined,
+    { timeout: 60_000, polling: 250 },
+  );
+  const canvas = (await handle.jsonValue()) as { width: number; height: number; white: number; colours: number };
+  const png = await page.locator('canvas').first().screenshot();
+  return { canvas, png, url: page.url() };
+}
+
+describe("a job's desktop through the orchestrator", () => {
+  it('serves noVNC, completes the RFB handshake over its websocket, and shows the xterm in Chromium', async () => {
+    app = await startTestApp();
+    const jobId = await schedule();
+    try {
+      await waitForShellStep(jobId);
+      // The entry point sends the browser to noVNC's page with the websocket's path and the viewer's settings.
+      const entry = await fetch(`${app.url}/jobs/${jobId}/desktop/`, { redirect: 'manual' });
+      expect(entry.status).toBe(302);
+      const location = entry.headers.get('location')!;
+      expect(location).toBe(`/jobs/${jobId}/desktop/vnc.html?path=${encodeURIComponent(`jobs/${jobId}/desktop/websockify`)}&autoconnect=1&resize=remote&reconnect=1`);
+      // The first request starts the viewer (x11vnc and websockify) in the sandbox.
+      const viewerStarted = performance.now();
+      const page = await fetch(`${app.url}${location}`);
+      const viewerMs = Math.round(performance.now() - viewerStarted);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toMatch(/text\/html/);
+      expect(await page.text()).toMatch(/<title>noVNC<\/title>/);
+      const script = await fetch(`${app.url}/jobs/${jobId}/desktop/core/rfb.js`);
+      expect(script.status).toBe(200);
+      expect(await script.text()).toMatch(/export default class RFB/);
+
+      // RFB 3.8 over the websocket: version, security (None), ClientInit, and the ServerInit of the 1280x800 screen.
+      const started = performance.now();
+      const ws = await openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`);
+      try {
+        expect(ws.head).toMatch(/^sec-websocket-protocol: binary$/im);
+        const version = (await ws.read(12)).toString('latin1');
+        expect(version).toMatch(/^RFB 003\.00[38]\n$/);
+        ws.send(Buffer.from('RFB 003.008\n', 'latin1'));
+        const count = (await ws.read(1))[0]!;
+        const types = [...(await ws.read(count))];
+        expect(types).toContain(1); // None: -nopw; only the orchestrator's key guards the way in
+        ws.send(Buffer.from([1]));
+        expect((await ws.read(4)).readUInt32BE(0)).toBe(0); // SecurityResult OK
+        ws.send(Buffer.from([1])); // ClientInit: shared
+        const init = await ws.read(24);
+        expect([init.readUInt16BE(0), init.readUInt16BE(2)]).toEqual([1280, 800]);
+        const name = (await ws.read(init.readUInt32BE(20))).toString('utf8');
+        expect(name.length).toBeGreaterThan(0);
+        console.info(`noVNC page (viewer start) in ${viewerMs} ms; RFB handshake through the orchestrator in ${Math.round(performance.now() - started)} ms; desktop name ${JSON.stringify(name)}`);
+      } finally {
+        ws.close();
+      }
+
+      const { canvas, png } = await watchDesktop(`/jobs/${jobId}/desktop/`);
+      expect([canvas.width, canvas.height]).toEqual([1280, 800]);
+      const shot = decodePng(png);
+      expect(shot.width).toBeGreaterThan(600);
+      expect(shot.histogram().size).toBeGreaterThan(3);
+    } finally {
+      await cancel(jobId);
+    }
+  });
+
+  it('with API keys: needs the owner\'s key, and a one-time ?access_token= link opens the desktop in the browser', async () => {
+    app = await startTestApp();
+    const alice = app.jobs.store.createApiKey('alice').token;
+    const bob = app.jobs.store.createApiKey('bob').token;
+    const auth = { authorization: `Bearer ${alice}` };
+    const jobId = await schedule(auth);
+    try {
+      await waitForShellStep(jobId, auth);
+      expect((await fetch(`${app.url}/jobs/${jobId}/desktop/vnc.html`)).status).toBe(401);
+      expect((await fetch(`${app.url}/jobs/${jobId}/desktop/vnc.html`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
+      await expect(openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 401/);
+      await expect(openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`, { authorization: `Bearer ${bob}` })).rejects.toThrow(/^no websocket: HTTP\/1.1 404/);
+      const ws = await openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`, auth);
+      expect((await ws.read(12)).toString('latin1')).toMatch(/^RFB 003\.00[38]\n$/);
+      ws.close();
+
+      const { canvas, url } = await watchDesktop(`/jobs/${jobId}/desktop/?access_token=${encodeURIComponent(alice)}`);
+      expect([canvas.width, canvas.height]).toEqual([1280, 800]);
+      // The key left the address bar for an HttpOnly cookie.
+      expect(url).not.toContain('access_token');
+      expect(url).toContain(`/jobs/${jobId}/desktop/vnc.html?path=`);
+    } finally {
+      await cancel(jobId, auth);
+    }
+  });
+
+  it('refuses the desktop of a job that is not running', async () => {
+    app = await startTestApp();
+    const { body } = await post<{ job_id: string }>(app, '/schedule', { task: 'nothing', model: 'script:no-tool-calls.json' });
+    const deadline = Date.now() + 60_000;
+    while (!['complete', 'error'].includes(((await (await fetch(`${app.url}/jobs/${body.job_id}`)).json()) as { status: string }).status)) {
+      if (Date.now() > deadline) throw new Error('the job did not end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await fetch(`${app.url}/jobs/${body.job_id}/desktop/vnc.html`)).status).toBe(409);
+    await expect(openWebSocket(`${app.url}/jobs/${body.job_id}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 409/);
+  });
+});
