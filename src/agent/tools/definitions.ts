@@ -23,12 +23,12 @@ const workspacePath = z
 export const toolDefinitions = {
   shell: {
     description: [
-      'Run a bash command in a persistent shell session inside the sandbox, on a terminal (200 columns wide), and return its exit code and output (stdout and stderr interleaved, as the terminal showed them, without colours or other escape sequences).',
-      'The session keeps state between calls, as a terminal does: the working directory (it starts in /workspace), environment variables, shell functions and aliases persist, so `cd` and `export` carry over to the next call.',
-      `Each call waits for the command to finish or for timeout_ms (default ${shellDefaultTimeoutMs} ms, at most ${shellMaxTimeoutMs} ms). On timeout the command is interrupted with Ctrl-C (then terminated, then killed) and you get the output so far; if even that does not bring the shell back, the session is restarted and the working directory and environment are reset (the result says so).`,
-      'Commands read from the terminal: one that waits for input (a prompt, `read`, `cat` or `python3` with no file) waits until the timeout, and the result says it was waiting for input. Give input with a pipe or a heredoc (`printf "y\\n" | CMD`, `CMD <<EOF`), pass non-interactive flags (`-y`, `--yes`), and do not start editors or pagers (PAGER is cat).',
-      'A command ending in `&` runs in the background and keeps running after the call returns (servers, watchers): e.g. `python3 -m http.server 8000 > server.log 2>&1 &`, then `curl localhost:8000` in a later call; check on it with `jobs`, stop it with `kill %1`. Its output, if not redirected, shows up at the start of a later call.',
-      `session: each name is a separate persistent shell with its own directory, variables and jobs (default "${defaultShellSession}"; a new name starts a new one in /workspace, at most ${maxShellSessions}; \`exit\` in a session ends it). Use one to keep a long-running program in the foreground while you work in another.`,
+      'Run a bash command in a persistent shell session inside the sandbox, on a terminal 200 columns wide, and return its exit code and output (stdout and stderr interleaved, colours and escape sequences removed).',
+      'State persists between calls: the working directory (it starts in /workspace), environment variables, functions and aliases.',
+      `Each call waits for the command to finish or for timeout_ms (default ${shellDefaultTimeoutMs} ms, at most ${shellMaxTimeoutMs} ms). On timeout the command gets Ctrl-C (then SIGTERM, then SIGKILL) and you get the output so far; if the shell does not come back, the session is restarted and its directory and environment are reset (the result says so).`,
+      'A command that waits for input (a prompt, `read`, `cat` without a file) waits until the timeout, and the result says so: give input with a pipe or a heredoc, pass -y/--yes, and do not start editors or pagers.',
+      'End a command with `&` to keep it running after the call (servers: `python3 -m http.server 8000 > server.log 2>&1 &`, then `curl localhost:8000` in a later call); `jobs` lists them, `kill %1` stops one.',
+      `session: another name is another persistent shell, with its own directory, variables and jobs (default "${defaultShellSession}", at most ${maxShellSessions}; \`exit\` ends one).`,
       `Output longer than ${modelOutputMaxChars} characters is cut in the middle: you see the beginning and the end, with a note of how much was left out. Redirect large output to a file and inspect it with grep, head, tail or sed -n.`,
       'A non-zero exit code is reported as a result, not as an error. The sandbox has no network access unless your instructions list destinations it may reach (through HTTP_PROXY): package installs from anywhere else (pip, npm, apt) fail.',
       'The sandbox has limits on memory, processes, CPU and disk (/workspace and /tmp): a command that runs into one fails (killed, fork refused, no space left), and the result ends with a [limit] note saying which limit it was.',
@@ -42,7 +42,7 @@ export const toolDefinitions = {
         .max(shellMaxTimeoutMs)
         .optional()
         .describe(`How long to wait for the command, in milliseconds (default ${shellDefaultTimeoutMs}, at most ${shellMaxTimeoutMs}). Raise it for long builds or test suites.`),
-      session: shellSessionName.optional().describe(`Name of the shell session to run in (default "${defaultShellSession}"): letters, digits, "-" and "_".`),
+      session: shellSessionName.optional().describe(`Shell session to run in (default "${defaultShellSession}").`),
     }),
   },
   run_code: {
@@ -104,27 +104,24 @@ export const toolDefinitions = {
   },
   list_files: {
     description: [
-      'List the files and directories under a directory of the workspace, `depth` levels deep (default 2), with their types and sizes in bytes. Directories end with "/".',
-      'Skipped unless include_ignored is true: .git, node_modules, __pycache__ and .venv, and what .gitignore (or .ignore) files say; the listing ends with a note naming what it skipped. A directory you name as path is always listed.',
-      'A very long listing (over 1000 entries) is cut short and says so: list a subdirectory, lower depth, or use search_files.',
+      'List the files and directories under a directory of the workspace, `depth` levels deep (default 2), with their sizes in bytes. Directories end with "/".',
+      'Unless include_ignored is true, .git, node_modules, __pycache__, .venv and what .gitignore files say are skipped, and a note names them. Over 1000 entries the listing is cut short and says so.',
     ].join('\n'),
     inputSchema: z.strictObject({
       path: workspacePath.optional().describe('Directory to list, relative to /workspace (default: "." for /workspace itself).'),
-      depth: z.number().int().min(1).max(10).optional().describe('How many levels to list (default 2; 1 lists only the directory itself, at most 10).'),
-      include_ignored: z.boolean().optional().describe('Also list what is skipped by default (.git, node_modules, __pycache__, .venv, ignored files). Default false.'),
+      depth: z.number().int().min(1).max(10).optional().describe('Levels to list, 1 to 10 (default 2).'),
+      include_ignored: z.boolean().optional().describe('Also list what is skipped by default (default false).'),
     }),
   },
   search_files: {
     description: [
-      'Search the contents of the workspace\'s files for a regular expression (ripgrep) and return the matching lines as `path:line: text`.',
-      'pattern is a regular expression in ripgrep\'s (Rust) syntax, case-sensitive: escape special characters to match them literally (`foo\\(`), use `(?i)` for case-insensitive. An invalid pattern or glob is refused with the reason.',
-      'path narrows the search to a directory or file of the workspace (default: all of it); glob narrows it to file names matching a pattern, e.g. "*.py", "src/**/*.ts", "!*.min.js" to exclude.',
-      `Skipped like list_files skips: .git, node_modules, __pycache__, .venv, ignored files, binary files; symbolic links are not followed; a path you name is searched. At most ${maxSearchMatches} matching lines come back (the result says when there were more: narrow the pattern, path or glob); long lines are cut around the match.`,
+      'Search the workspace\'s files for a regular expression (ripgrep: Rust syntax, case-sensitive, `(?i)` for case-insensitive; escape ( [ { . * + ? | to match them literally) and return the matching lines as `path:line: text`.',
+      `Skips what list_files skips, binary files and symlinks, unless path names them. At most ${maxSearchMatches} lines come back (the result says when there were more); long lines are cut around the match. An invalid pattern or glob is refused with the reason.`,
     ].join('\n'),
     inputSchema: z.strictObject({
-      pattern: z.string().min(1).max(2000).describe('Regular expression to search for, e.g. "def \\w+\\(" or "TODO|FIXME".'),
-      path: workspacePath.optional().describe('Directory or file to search, relative to /workspace (default: the whole workspace).'),
-      glob: z.string().min(1).max(500).optional().describe('Only files whose path matches this glob, e.g. "*.ts" or "tests/**/*.py"; "!pattern" excludes.'),
+      pattern: z.string().min(1).max(2000).describe('Regular expression, e.g. "def \\w+\\(" or "TODO|FIXME".'),
+      path: workspacePath.optional().describe('Directory or file to search (default: the whole workspace).'),
+      glob: z.string().min(1).max(500).optional().describe('Only files matching this glob, e.g. "*.py" or "src/**/*.ts"; "!*.min.js" excludes.'),
     }),
   },
   delete_file: {
