@@ -34,7 +34,7 @@ export interface LongJobPolicy {
 /** The shell command of step `step`: it appends one line to calls.txt each time it runs, so a repeated call shows. */
 export function stepCommand(step: number, options: LongJobOptions): string {
   const sleep = options.slowSteps?.[step] ?? 0;
-  const lines = step % 10 === 0 ? 400 : 30;
+  const lines = step % 10 === 0 ? 800 : 60;
   const parts = [`: step ${step}`, `sleep ${sleep}`, `echo "step ${step}" >> calls.txt`];
   if (step === (options.factStep ?? 3)) {
     parts.push(`seq -f "filler before the fact, line %g of step ${step}, nothing to remember here" 1 200`, `echo "The vault code is ${vaultCode}"`, `seq -f "filler after the fact, line %g of step ${step}, nothing to remember here" 1 200`);
@@ -96,7 +96,7 @@ export function longJobPolicy(options: LongJobOptions): LongJobPolicy {
       const previous = /<summary>\n([\s\S]*?)\n<\/summary>/.exec(prompt)?.[1];
       // A forgetful summarizer whose summary grows by a paragraph each time (so that it must be compressed now and
       // then): the fact does not survive condensation, so only recall can bring it back.
-      const paragraph = `Progress: steps ${range?.[1] ?? '?'} to ${range?.[2] ?? '?'} each appended their line to calls.txt and printed generated lines numbered from one upwards. notes.md exists.`;
+      const paragraph = `Progress: steps ${range?.[1] ?? '?'} to ${range?.[2] ?? '?'} each appended their line to calls.txt and printed generated lines numbered from one upwards. notes.md exists. `.repeat(8).trim();
       return { text: previous === undefined ? paragraph : `${previous}\n${paragraph}` };
     }
     agentRequests.push(request);

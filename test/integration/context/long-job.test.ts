@@ -1,7 +1,7 @@
 // Context beyond the window, end to end with real parts: the API over HTTP, the scheduler, a real bwrap sandbox,
 // the real context store, and a model speaking the OpenAI protocol over HTTP (the fake server, which measures every
 // request with the same tokenizer and answers summary requests). A job of 200+ steps whose raw history is over ten
-// times its 8k window completes; every request fits and carries the task; an early fact comes back by recall;
+// times its 16k window completes; every request fits and carries the task; an early fact comes back by recall;
 // follow-up messages reach the agent; recall fuses BM25 with embeddings from /v1/embeddings.
 import { afterEach, describe, expect, it } from 'vitest';
 import { tiktokenCounter } from '../../../src/agent/context/tokens.ts';
@@ -24,9 +24,9 @@ interface JobDetail {
   usage: { steps: number; input_tokens: number; output_tokens: number; cost_usd: number | null; context_window: number | null };
 }
 
-const window = 8192;
+const window = 16_384;
 
-describe('a 210-step job under an 8k window, in a real sandbox', () => {
+describe('a 210-step job under a 16k window, in a real sandbox', () => {
   it('completes; every request fits the window and holds the task; recall finds an early fact', async () => {
     const counter = await tiktokenCounter('o200k_base');
     const long = longJobPolicy({ steps: 210 });
