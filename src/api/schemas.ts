@@ -90,6 +90,11 @@ export const statusResponse = z.object({
   download_url: z.string().optional().describe('Present once the job is complete'),
 });
 
+export const jobStatusResponse = statusResponse.extend({
+  runtime: z.string().nullable().describe('The sandbox runtime the job got (bwrap, docker, gvisor, microvm); null until its sandbox has started'),
+  isolation: z.string().nullable().describe('The isolation in effect, in words; null until its sandbox has started'),
+});
+
 export const jobDetail = statusResponse.extend({
   task: z.string(),
   model: z.string().nullable().describe('The model in use (or asked for, before the job starts)'),

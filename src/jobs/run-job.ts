@@ -96,7 +96,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     const window = effectiveContextWindow(info, job.context_window, config.contextWindow);
     const counter = info.encoding === undefined ? estimateCounter() : await tiktokenCounter(info.encoding);
     context = new ContextStore(events, { counter, embedder: resolveEmbedder(config), logger: log.logger });
-    const runtime = resolveRuntime(job.runtime, deps.runtimes);
+    const runtime = await resolveRuntime(job.runtime, deps.runtimes);
     const started = performance.now();
     const limits = sandboxLimits(config, job.limits);
     const workspaceDiskMb = await limitWorkspaceDisk(config, paths, limits.diskMb);

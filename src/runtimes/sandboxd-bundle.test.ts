@@ -42,7 +42,10 @@ describe('sandboxdBundle', () => {
     const copy = join(isolated, basename(path));
     await copyFile(path, copy);
     const socketPath = join(base, 'sandboxd.sock');
-    child = spawn(process.execPath, [copy, '--socket', socketPath, '--workspace', workspace], { cwd: isolated, stdio: ['pipe', 'pipe', 'pipe'] });
+    // The one thing the bundle does not hold is the native node-pty, which it requires from the image's
+    // /usr/local/lib/workcell/node_modules; on this host, Node's global folders (NODE_PATH) stand in for it.
+    const nodePath = join(import.meta.dirname, '..', '..', 'node_modules');
+    child = spawn(process.execPath, [copy, '--socket', socketPath, '--workspace', workspace], { cwd: isolated, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_PATH: nodePath } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));

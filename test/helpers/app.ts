@@ -17,7 +17,8 @@ export interface TestApp extends App {
 export async function startTestApp(overrides: Partial<Config> = {}): Promise<TestApp> {
   const dataDir = mkdtempSync(join(tmpdir(), 'workcell-e2e-'));
   chmodSync(dataDir, 0o711); // the sandbox user must be able to reach jobs/<id>/workspace
-  const config = loadConfig({}, { dataDir, port: 0, scriptDir: trajectoriesDir, logLevel: 'silent', concurrency: 4, modelRetryBaseMs: 50, ...overrides });
+  // bwrap unless a test asks for another runtime: `auto` would take gVisor wherever a test has started dockerd.
+  const config = loadConfig({}, { dataDir, port: 0, scriptDir: trajectoriesDir, logLevel: 'silent', concurrency: 4, modelRetryBaseMs: 50, runtime: 'bwrap', ...overrides });
   const app = await startApp(config, pino({ level: process.env.WORKCELL_TEST_LOG ?? 'silent' }));
   return {
     ...app,

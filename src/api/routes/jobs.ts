@@ -6,7 +6,7 @@ import type { Job } from '../../jobs/job-store.ts';
 import { mergeAllowLists } from '../../runtimes/network/allow-list.ts';
 import { isJobId } from '../../util/ids.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
-import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, messageRequest, messageResponse, problem, scheduleRequest, scheduleResponse, statusResponse } from '../schemas.ts';
+import { cancelResponse, jobDetail, jobIdParams, listQuery, listResponse, messageRequest, messageResponse, problem, scheduleRequest, scheduleResponse, jobStatusResponse } from '../schemas.ts';
 
 const problems = { 400: problem, 404: problem, 409: problem, 413: problem, 415: problem };
 
@@ -31,6 +31,11 @@ function statusView(job: Job, base: string) {
     ...(job.error ? { error: job.error } : {}),
     ...(job.status === 'complete' ? { download_url: `${base}/jobs/${job.id}/artifacts.zip` } : {}),
   };
+}
+
+/** The status with the runtime and isolation the job actually got (null until its sandbox has started). */
+function withRuntime(job: Job, base: string) {
+  return { ...statusView(job, base), runtime: job.runtime_used ?? null, isolation: job.isolation ?? null };
 }
 
 export function detailView(context: ApiContext, job: Job, base: string) {
@@ -90,8 +95,8 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
     },
   );
 
-  app.get('/status/:id', { schema: { summary: 'Job status', params: jobIdParams, response: { 200: statusResponse, 404: problem } } }, async (request) =>
-    statusView(requireJob(context, request), baseUrl(context, request)),
+  app.get('/status/:id', { schema: { summary: 'Job status', params: jobIdParams, response: { 200: jobStatusResponse, 404: problem } } }, async (request) =>
+    withRuntime(requireJob(context, request), baseUrl(context, request)),
   );
 
   app.get('/jobs', { schema: { summary: 'List jobs, newest first', querystring: listQuery, response: { 200: listResponse, 400: problem } } }, async (request) => {

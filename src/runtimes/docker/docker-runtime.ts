@@ -75,7 +75,7 @@ export class DockerRuntime implements SandboxRuntime {
   readonly #docker: Docker;
   readonly #options: DockerRuntimeOptions;
   readonly #logger: Logger | undefined;
-  /** The engine's answer, cached for a few seconds: resolve-time checks must be quick. */
+  /** The engine's last answer: resolve-time checks must be quick. */
   #engine: { checkedAt: number; problem: string | undefined } | undefined;
 
   constructor(options: DockerRuntimeOptions) {
@@ -90,16 +90,11 @@ export class DockerRuntime implements SandboxRuntime {
     return this.#docker;
   }
 
-  /** What is missing, from the last engine check (refreshed in the background); undefined when usable. */
-  unavailableReason(): string | undefined {
-    if (this.#engine === undefined || Date.now() - this.#engine.checkedAt > 5000) void this.#checkEngine();
-    if (this.#engine === undefined) {
-      // First call: a synchronous answer for what can be known without the engine.
-      if (findExecutable('dockerd') === undefined && findExecutable('docker') === undefined) return 'Docker is not installed (scripts/setup.sh installs docker.io)';
-      if (this.name === 'gvisor' && findExecutable('runsc') === undefined) return 'runsc (gVisor) is not installed: apt-get install runsc (scripts/setup.sh does)';
-      return `Docker engine not checked yet (is dockerd running on ${dockerSocketPath()}?)`;
-    }
-    return this.#engine.problem;
+  /** What is missing (the engine, gVisor's runtime), checked at most every few seconds; undefined when usable. */
+  async unavailableReason(): Promise<string | undefined> {
+    if (this.#engine !== undefined && Date.now() - this.#engine.checkedAt < 5000) return this.#engine.problem;
+    if (findExecutable('dockerd') === undefined && findExecutable('docker') === undefined && process.env.DOCKER_HOST === undefined) return 'Docker is not installed (scripts/setup.sh installs docker.io)';
+    return this.#checkEngine();
   }
 
   /** Checks the engine now (and the runsc runtime for gvisor); remembers the answer for unavailableReason. */
@@ -291,7 +286,11 @@ export class DockerRuntime implements SandboxRuntime {
       (result: { StatusCode?: number }) => ({ code: result.StatusCode ?? null, signal: null }),
       () => ({ code: null, signal: null }),
     );
-    void exited.then(() => stdout.end());
+    let containerGone = false;
+    void exited.then(() => {
+      containerGone = true;
+      stdout.end();
+    });
     await container.start();
     const token = newToken();
     const timeout = AbortSignal.timeout(readyTimeoutMs);
@@ -341,7 +340,7 @@ export class DockerRuntime implements SandboxRuntime {
     const limits = spec.limits;
     const limitCounters = async (): Promise<LimitCounters> => {
       const [host, guest] = await Promise.all([cgroup?.counters().catch(() => undefined), end.counters().catch(() => undefined)]);
-      if (host === undefined && destroying === undefined) {
+      if (containerGone && destroying === undefined) {
         // The container is gone by itself (under gVisor a memory bomb takes the whole sandbox): say why.
         oomKilled = (await container.inspect().catch(() => undefined))?.State.OOMKilled ?? oomKilled;
       }

@@ -95,7 +95,12 @@ function resolvePort(spec: string): string {
   if (!spec.startsWith('name=')) return spec;
   const wanted = spec.slice('name='.length);
   for (const port of readdirSync('/sys/class/virtio-ports')) {
-    const name = readFileSync(`/sys/class/virtio-ports/${port}/name`, 'utf8').trim();
+    let name = '';
+    try {
+      name = readFileSync(`/sys/class/virtio-ports/${port}/name`, 'utf8').trim();
+    } catch {
+      // a console port has no name
+    }
     if (name === wanted) return `/dev/${port}`;
   }
   throw new Error(`no virtio-serial port named ${wanted}`);

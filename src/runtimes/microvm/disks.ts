@@ -82,8 +82,8 @@ export async function copyWorkspaceBack(options: { image: string; workspace: str
         ...prefix,
         '--unshare-all', '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
         '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp',
-        '--ro-bind', options.image, '/workspace.img', '--bind', staging, '/out',
-        '--', debugfs, '-R', 'rdump / /out', '/workspace.img',
+        '--ro-bind', options.image, '/tmp/workspace.img', '--bind', staging, '/tmp/out',
+        '--', debugfs, '-R', 'rdump / /tmp/out', '/tmp/workspace.img',
       ],
       { timeoutMs: 600_000, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
     );

@@ -34,6 +34,8 @@ for module in $(cat /modules.order); do
   if [ "$module" = virtio_mmio ]; then insmod "/lib/modules/$module.ko" $mmio 2>/dev/null; else insmod "/lib/modules/$module.ko" 2>/dev/null; fi
 done
 # The console (hvc0) exists only now that virtio_console is loaded.
+# stdin is not a terminal: tini would try to make it the foreground terminal and fail.
+exec </dev/null
 [ -c /dev/hvc0 ] && exec >/dev/hvc0 2>&1
 
 # The disks by label: the order of virtio-mmio devices is not the order they were given to the VMM.
@@ -41,7 +43,7 @@ for i in $(seq 500); do
   root_disk="$(findfs LABEL=workcell-root 2>/dev/null)" && workspace_disk="$(findfs LABEL=workcell-ws 2>/dev/null)" && break
   sleep 0.01
 done
-[ -b "$root_disk" ] || fail "no rootfs disk (label workcell-root)"
+[ -b "$root_disk" ] || fail "no rootfs disk (label workcell-root); block devices: $(ls /sys/block 2>&1 | tr '\n' ' '); modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
 [ -b "$workspace_disk" ] || fail "no workspace disk (label workcell-ws)"
 
 tmp_mb="$(param tmp 1024)"

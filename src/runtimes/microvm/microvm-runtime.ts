@@ -98,9 +98,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.#logger = options.logger;
   }
 
-  /** What is missing, without starting anything (the VMM choice is refreshed in the background). */
-  unavailableReason(): string | undefined {
-    if (this.#vmm === undefined || Date.now() - this.#vmm.at > 60_000) void this.#chooseVmm();
+  /** What is missing, without starting anything (the VMM choice is cached for a minute). */
+  async unavailableReason(): Promise<string | undefined> {
     if (process.platform !== 'linux' || process.arch !== 'x64') return 'microVMs run on x86_64 Linux hosts only';
     try {
       findGuestKernel(this.#config);
@@ -110,17 +109,19 @@ export class MicrovmRuntime implements SandboxRuntime {
       return errorMessage(error);
     }
     for (const tool of ['mke2fs', 'debugfs', 'bwrap']) if (findExecutable(tool) === undefined) return `${tool} not found (apt-get install e2fsprogs bubblewrap)`;
-    const vmm = this.#vmm?.value;
-    if (vmm === undefined) return findExecutable('qemu-system-x86_64') === undefined && findExecutable('firecracker') === undefined ? 'neither qemu-system-x86_64 nor firecracker is installed (apt-get install qemu-system-x86)' : undefined;
+    const vmm = await this.#currentVmm();
     return 'problem' in vmm ? vmm.problem : undefined;
   }
 
   /** `auto` takes microVMs only with KVM: under TCG a guest runs about 14x slower (ask for `microvm` to get one anyway). */
-  autoSkipReason(): string | undefined {
-    const vmm = this.#vmm?.value;
-    if (vmm === undefined) return 'KVM not checked yet';
+  async autoSkipReason(): Promise<string | undefined> {
+    const vmm = await this.#currentVmm();
     if ('problem' in vmm) return vmm.problem;
     return vmm.kind === 'qemu' && vmm.accel === 'tcg' ? 'no usable KVM: microVMs would run under TCG emulation (about 14x slower), so auto skips them; ask for runtime "microvm" to use them anyway' : undefined;
+  }
+
+  #currentVmm(): Promise<Vmm | { problem: string }> {
+    return this.#vmm !== undefined && Date.now() - this.#vmm.at < 60_000 ? Promise.resolve(this.#vmm.value) : this.#chooseVmm();
   }
 
   async #chooseVmm(): Promise<Vmm | { problem: string }> {
@@ -131,7 +132,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async probe(): Promise<RuntimeProbe> {
     const vmm = await this.#chooseVmm();
-    const problem = this.unavailableReason();
+    const problem = await this.unavailableReason();
     if (problem !== undefined) return { available: false, detail: problem };
     if ('problem' in vmm) return { available: false, detail: vmm.problem };
     const kernel = findGuestKernel(this.#config);
@@ -143,7 +144,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     signal?.throwIfAborted();
     const vmm = await this.#chooseVmm();
     if ('problem' in vmm) throw new WorkcellError('runtime_unavailable', vmm.problem);
-    const missing = this.unavailableReason();
+    const missing = await this.unavailableReason();
     if (missing !== undefined) throw new WorkcellError('runtime_unavailable', missing);
     const bwrap = await findBwrapHost(this.#config);
     if ('missing' in bwrap) throw new WorkcellError('runtime_unavailable', `the microVM workspace is copied back in a bwrap jail: ${bwrap.missing}`);
@@ -387,7 +388,9 @@ export function qemuArgs(options: Omit<StartOptions, 'user' | 'logStream' | 'sig
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     '-kernel', options.vmlinux,
     '-initrd', options.initramfs,
-    '-append', options.bootArgs.join(' '),
+    // Under TCG the guest finds no timer to calibrate its TSC and delay loop against (no HPET or PM timer on microvm)
+    // and waits forever: give it both.
+    '-append', [...options.bootArgs, ...(options.accel === 'tcg' ? ['tsc_early_khz=2000000', 'lpj=4000000'] : [])].join(' '),
     '-device', 'virtio-serial-device,max_ports=2',
     // The guest's console (kernel messages, the init's and the guest agent's logs) to QEMU's stdout: sandbox.log.
     '-chardev', 'stdio,id=console,signal=off',

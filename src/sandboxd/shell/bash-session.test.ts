@@ -200,10 +200,18 @@ describe('BashSession on a PTY', () => {
     const controller = new AbortController();
     const pending = session.exec({ command: 'echo go; sleep 1000', timeoutMs: 60_000, signal: controller.signal });
     // Abort once sleep runs (not while bash is still between fork and exec).
-    await waitFor(() => descendantsOf(session.pid ?? 0).some(({ pid }) => commandName(pid) === 'sleep'));
+    await waitFor(() => session.pid !== undefined && descendantsOf(session.pid).some(({ pid }) => commandName(pid) === 'sleep'));
     controller.abort();
     const result = await pending;
     expect(result).toMatchObject({ output: 'go\n', exit_code: 130, timed_out: false, session_restarted: false });
+  });
+
+  it('does not run a command whose call was aborted while the session was starting', async () => {
+    const controller = new AbortController();
+    const pending = session.exec({ command: 'touch ran', timeoutMs: 60_000, signal: controller.signal });
+    controller.abort();
+    expect(await pending).toMatchObject({ output: '', exit_code: null, timed_out: false });
+    expect((await run('ls')).output).toBe('');
   });
 
   it('leaves background jobs of earlier calls alone on a timeout, even ones that handle SIGINT', async () => {

@@ -247,6 +247,8 @@ export class BashSession {
         session_restarted: restarted,
       });
     }
+    // Aborted while bash was starting: the command never ran.
+    if (options.signal?.aborted) return result({ session_restarted: restarted });
 
     const capture = new OutputCapture(this.#options.headBytes, this.#options.tailBytes);
     this.#between.append(Buffer.from(live.text.flush()));
@@ -277,7 +279,8 @@ export class BashSession {
       const keys = group === undefined || group === live.pid ? undefined : quitKeys[commandNameOf(group)];
       this.#log.debug('shell command interrupted', { session: this.name, reason, bash_pid: live.pid, foreground_group: group, waiting_for_input: waitingForInput, quit_keys: keys !== undefined });
       ctrlC = keys === undefined;
-      live.terminal.write(keys ?? '\x03');
+      // Only to a terminal that is still open: a closed one's descriptor number may already name another file.
+      if (this.#live === live) live.terminal.write(keys ?? '\x03');
       later(this.#options.interruptGraceMs, () => {
         // Whatever is in the foreground now (Ctrl-C may have ended one job of a list and the next one started).
         const now = foregroundGroupOf(live.pid);

@@ -220,6 +220,7 @@ export class TerminalServer {
     });
     ws.on('message', (data: RawData, isBinary: boolean) => {
       const control = controlMessage(data, isBinary);
+      if (closing !== undefined) return; // its descriptor may already name another file
       if (control === undefined) {
         terminal.write(bytesOf(data));
         return;

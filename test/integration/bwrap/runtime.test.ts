@@ -25,17 +25,17 @@ describe('bwrap runtime', () => {
     expect(probe.available).toBe(true);
   });
 
-  it('is what auto resolves to', () => {
-    const runtimes = createRuntimes(loadConfig());
-    expect(resolveRuntime('auto', runtimes).name).toBe('bwrap');
-    expect(resolveRuntime('bwrap', runtimes).name).toBe('bwrap');
-    expect(() => resolveRuntime('nonsense', runtimes)).toThrow(/unknown runtime/);
+  it('is what auto resolves to when it is the only runtime in the order', async () => {
+    const runtimes = createRuntimes(loadConfig(process.env, { runtimeOrder: ['bwrap'] }));
+    expect((await resolveRuntime('auto', runtimes)).name).toBe('bwrap');
+    expect((await resolveRuntime('bwrap', runtimes)).name).toBe('bwrap');
+    await expect(resolveRuntime('nonsense', runtimes)).rejects.toThrow(/unknown runtime/);
   });
 
   it('is unavailable, saying how to fix it, when the rootfs is not built', async () => {
     const config = loadConfig(process.env, { imageDir: join(tmpdir(), 'workcell-no-such-image-dir') });
-    const runtimes = createRuntimes(config);
-    expect(() => resolveRuntime('auto', runtimes)).toThrow(/rootfs not built: run `workcell image build` or scripts\/setup.sh/);
+    const runtimes = createRuntimes({ ...config, runtimeOrder: ['bwrap'] });
+    await expect(resolveRuntime('auto', runtimes)).rejects.toThrow(/rootfs not built: run `workcell image build` or scripts\/setup.sh/);
     const probe = await runtimes.get('bwrap')!.probe();
     expect(probe.available).toBe(false);
     expect(probe.detail).toMatch(/scripts\/setup.sh/);

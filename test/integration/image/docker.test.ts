@@ -14,7 +14,7 @@ import { ensureRootfs, rootfsRecipeHash, sandboxNativeModulesDir } from '../../.
 import { runCommand } from '../../../src/runtimes/probe.ts';
 import { SandboxdClient } from '../../../src/runtimes/sandboxd-client.ts';
 import { waitUntil } from '../../helpers/sandbox.ts';
-import { dockerUnavailableReason, useDockerDaemon, type DockerDaemon } from './docker-daemon.ts';
+import { dockerUnavailableReason, useDockerDaemon, type DockerDaemon } from '../../helpers/docker-daemon.ts';
 
 const unavailable = dockerUnavailableReason();
 if (unavailable !== undefined) console.warn(`skipping the image/Dockerfile test: ${unavailable}`);

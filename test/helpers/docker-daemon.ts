@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { findExecutable, runCommand } from '../../../src/runtimes/probe.ts';
+import { findExecutable, runCommand } from '../../src/runtimes/probe.ts';
 
 const readyTimeoutMs = 30_000;
 const stopTimeoutMs = 15_000;

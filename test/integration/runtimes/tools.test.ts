@@ -1,0 +1,71 @@
+// The tools the agent uses, on every runtime, through sandboxd in a real sandbox: the shell (state persists between
+// calls), the file tools, run_code with the Python kernel, and a GUI screenshot. One sandbox per runtime for the file.
+// microvm (QEMU TCG here) skips the GUI desktop: under emulation Xvfb, openbox and x11vnc take minutes to start.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { acquireRuntime, createRuntimeSandbox, runtimeCases, skipReason, type RuntimeSandbox } from './runtimes.ts';
+
+for (const runtimeCase of runtimeCases) {
+  const skip = await skipReason(runtimeCase.name);
+  if (skip !== undefined) console.warn(`skipping the ${runtimeCase.name} tools tests: ${skip}`);
+  const timeout = runtimeCase.slow ? 600_000 : 180_000;
+
+  describe.skipIf(skip !== undefined)(`tools on ${runtimeCase.name}`, () => {
+    let fixture: RuntimeSandbox | undefined;
+    let release: (() => Promise<void>) | undefined;
+    const sandbox = () => fixture!;
+
+    beforeAll(async () => {
+      const acquired = await acquireRuntime(runtimeCase.name);
+      release = acquired.release;
+      fixture = await createRuntimeSandbox(acquired.runtime);
+    }, timeout);
+
+    afterAll(async () => {
+      try {
+        await fixture?.dispose();
+      } finally {
+        await release?.();
+      }
+    }, timeout);
+
+    it('says which runtime and isolation it is', () => {
+      expect(sandbox().sandbox.runtime).toBe(runtimeCase.name);
+      expect(sandbox().sandbox.isolation).toMatch(new RegExp(`^${runtimeCase.name}`));
+      expect(sandbox().sandbox.isolation).toMatch(/no network/);
+    });
+
+    it('shell: runs as uid 1000 in /workspace, keeps state between calls, reports exit codes', async () => {
+      const first = await sandbox().sh('id -u; pwd; cd /tmp && export GREETING=hello; false');
+      expect(first.output.trim().split('\n')).toEqual(['1000', '/workspace']);
+      expect(first.exit_code).toBe(1);
+      const second = await sandbox().sh('pwd; echo $GREETING');
+      expect(second.output.trim().split('\n')).toEqual(['/tmp', 'hello']);
+      expect(second.exit_code).toBe(0);
+    }, timeout);
+
+    it('files: write, read, edit and list in /workspace; paths outside are refused', async () => {
+      const { client } = sandbox().sandbox;
+      await client.call('writeFile', { path: 'notes/a.txt', content: 'one\ntwo\n' });
+      await client.call('editFile', { path: 'notes/a.txt', old_string: 'two', new_string: 'three' });
+      expect((await client.call('readFile', { path: 'notes/a.txt' })).content).toBe('one\nthree\n');
+      const listed = await client.call('listFiles', { path: '.' });
+      expect(listed.entries.map((entry) => entry.path)).toContain('notes/a.txt');
+      await expect(client.call('readFile', { path: '../etc/passwd' })).rejects.toMatchObject({ code: 'path_outside_workspace' });
+      expect((await sandbox().sh('cat /workspace/notes/a.txt')).output).toBe('one\nthree\n');
+    }, timeout);
+
+    it('run_code: Python keeps its state from one call to the next', async () => {
+      const { client } = sandbox().sandbox;
+      const first = await client.call('runCode', { language: 'python', code: 'x = 6 * 7\nprint("ready")', timeout_ms: timeout - 10_000 });
+      expect(first.status, JSON.stringify(first)).toBe('ok');
+      const second = await client.call('runCode', { language: 'python', code: 'x + 1', timeout_ms: 60_000 });
+      expect(second.outputs).toContainEqual({ type: 'result', text: '43' });
+    }, timeout);
+
+    it.skipIf(!runtimeCase.gui)('gui: the desktop starts and a screenshot is a PNG of the screen', async () => {
+      const shot = await sandbox().sandbox.client.call('gui', { action: 'screenshot' });
+      expect(shot.screenshot).toMatchObject({ media_type: 'image/png', width: 1280, height: 800 });
+      expect(Buffer.from(shot.screenshot!.data, 'base64').subarray(1, 4).toString('ascii')).toBe('PNG');
+    }, timeout);
+  });
+}
