@@ -53,7 +53,8 @@ function watchdog(overrides: Partial<WatchdogOptions>) {
 describe('Watchdog: idle jobs', () => {
   it('ends a running job that has had no event for idle_time_s, with a reason naming the limit', () => {
     const jobs = new Map([['job_a', job('job_a', 'running', 2)], ['job_b', job('job_b', 'running')]]);
-    const { dog, stops } = watchdog({ getJob: (id) => jobs.get(id), runningJobIds: () => [...jobs.keys()], defaultIdleTimeS: 5 });
+    const live = new Map<string, Sandbox>([['job_a', fakeSandbox('job_a')], ['job_b', fakeSandbox('job_b')]]);
+    const { dog, stops } = watchdog({ getJob: (id) => jobs.get(id), runningJobIds: () => [...jobs.keys()], liveSandboxes: () => live, defaultIdleTimeS: 5 });
     const log = new EventLog('job_a', join(dir, 'a.db'));
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
@@ -83,7 +84,7 @@ describe('Watchdog: idle jobs', () => {
 
   it('forgets jobs that are no longer running and starts afresh if they come back', () => {
     let running = ['job_a'];
-    const { dog, stops } = watchdog({ getJob: (id) => job(id, 'running', 1), runningJobIds: () => running });
+    const { dog, stops } = watchdog({ getJob: (id) => job(id, 'running', 1), runningJobIds: () => running, liveSandboxes: () => new Map([['job_a', fakeSandbox('job_a')]]) });
     const start = Date.now();
     dog.check(start);
     running = [];
@@ -93,6 +94,21 @@ describe('Watchdog: idle jobs', () => {
     expect(stops).toEqual([]);
     dog.check(start + 2600);
     expect(stops).toHaveLength(1);
+    dog.stop();
+  });
+
+  it('does not count the time a job waits for its sandbox to start', () => {
+    const live = new Map<string, Sandbox>();
+    const { dog, stops } = watchdog({ getJob: (id) => job(id, 'running', 1), runningJobIds: () => ['job_a'], liveSandboxes: () => live });
+    const start = Date.now();
+    dog.check(start);
+    dog.check(start + 5000); // still starting: not idle
+    expect(stops).toEqual([]);
+    live.set('job_a', fakeSandbox('job_a'));
+    dog.check(start + 5500);
+    expect(stops).toEqual([]);
+    dog.check(start + 6600);
+    expect(stops.map(([id, reason]) => [id, reason.kind])).toEqual([['job_a', 'idle']]);
     dog.stop();
   });
 });

@@ -76,6 +76,7 @@ export class Watchdog {
   /** One round: idle jobs, then sandboxes without a job. */
   check(now = Date.now()): void {
     const running = new Set(this.#options.runningJobIds());
+    const withSandbox = new Set([...this.#options.liveSandboxes()].map(([jobId]) => jobId));
     for (const [jobId, activity] of this.#activity) {
       if (running.has(jobId)) continue;
       activity.unsubscribe();
@@ -90,6 +91,12 @@ export class Watchdog {
         activity = tracked;
       }
       if (activity.stopped) continue;
+      // Idle means the agent made no progress: the time its sandbox takes to start (bounded by the runtime's own
+      // readiness timeout and the wall-time limit) does not count.
+      if (!withSandbox.has(jobId)) {
+        activity.lastEventAt = now;
+        continue;
+      }
       const job = this.#options.getJob(jobId);
       const idleTimeS = job?.limits.idle_time_s ?? this.#options.defaultIdleTimeS;
       if (now - activity.lastEventAt >= idleTimeS * 1000) {
