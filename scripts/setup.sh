@@ -22,9 +22,15 @@ packages=(
   ca-certificates curl tar xz-utils python3 make g++
   chromium   # the browser the web UI and noVNC tests drive (Playwright with executablePath /usr/bin/chromium)
 )
-# Docker, for image/Dockerfile's test, which starts dockerd itself when none is running (nothing here starts it).
-# Where Docker came some other way (docker-ce conflicts with docker.io), it is left alone.
+# Docker, for the docker and gvisor runtimes and their tests, which start dockerd themselves when none is running
+# (nothing here starts it). Where Docker came some other way (docker-ce conflicts with docker.io), it is left alone.
 command -v dockerd >/dev/null || packages+=(docker.io)
+# The microvm runtime: QEMU, a static busybox for the guest's init, e2fsprogs for its disks (mke2fs -d, debugfs).
+packages+=(qemu-system-x86 busybox-static e2fsprogs)
+# gVisor for the gvisor runtime: Debian packages runsc; Ubuntu does not (the runtime then reports it missing).
+if apt-cache show runsc >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-cache show runsc >/dev/null 2>&1; }; then
+  packages+=(runsc)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -34,6 +40,43 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --- the microVM guest kernel ------------------------------------------------------------------------------
+# Debian's cloud kernel (Ubuntu: the kvm flavour), unpacked into the image directory, never installed: an installed
+# kernel becomes a boot candidate for the host itself. Only when none is there yet.
+kernel_dir="${WORKCELL_IMAGE_DIR:-/var/lib/workcell/images}/kernel"
+if ! ls "$kernel_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  meta=""
+  for candidate in linux-image-cloud-amd64 linux-image-kvm; do
+    if apt-cache show "$candidate" >/dev/null 2>&1; then meta="$candidate"; break; fi
+  done
+  if [ -n "$meta" ] && [ "$(uname -m)" = x86_64 ]; then
+    image_pkg="$(apt-cache depends "$meta" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
+    log "unpacking the microVM guest kernel $image_pkg into $kernel_dir"
+    tmp="$(mktemp -d)"; chmod 755 "$tmp"
+    (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=600 download "$image_pkg" >/dev/null 2>&1)
+    # Ubuntu ships the modules apart (the kvm flavour builds virtio in; take them where they exist).
+    modules_pkg="linux-modules-${image_pkg#linux-image-}"
+    (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=600 download "$modules_pkg" >/dev/null 2>&1) || true
+    mkdir -p "$kernel_dir"
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$kernel_dir"; done
+    rm -rf "$tmp"
+  else
+    log "no cloud/kvm kernel package found: the microvm runtime stays unavailable (see workcell doctor)"
+  fi
+fi
+
+# --- gVisor registered with Docker ------------------------------------------------------------------------
+# runsc as Docker runtime "runsc-nonet": --network=none (this kernel refuses gVisor's netstack for networked
+# containers, and sandboxes have no network anyway), --oci-seccomp (gVisor enforces the sandbox's seccomp profile).
+if command -v runsc >/dev/null && command -v dockerd >/dev/null \
+   && ! grep -q '"--oci-seccomp"' /etc/docker/daemon.json 2>/dev/null; then
+  log "registering gVisor with Docker as runtime runsc-nonet"
+  mkdir -p /etc/docker
+  runsc install --runtime runsc-nonet -- --network=none --oci-seccomp
+  # A running dockerd rereads its runtimes on SIGHUP.
+  if pid="$(pidof dockerd)"; then kill -HUP $pid; fi
 fi
 
 # --- Node.js 24 and npm -----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ describe('POST /schedule', () => {
     expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe('Build me a todo app in React');
     expect(existsSync(join(dir, 'jobs', job_id, 'workspace'))).toBe(true);
     const status = await app.inject(`/status/${job_id}`);
-    expect(status.json()).toEqual({ job_id, status: 'pending', created_at: expect.any(String) });
+    expect(status.json()).toEqual({ job_id, status: 'pending', created_at: expect.any(String), runtime: null, isolation: null });
   });
 
   it('accepts JSON with options and applies defaults to unset limits', async () => {

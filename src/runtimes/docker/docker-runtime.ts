@@ -9,7 +9,7 @@
 // cannot redirect. Containers carry labels (workcell.job, workcell.sandbox, workcell.owner); those whose owning server
 // process is gone are removed at start-up (reapOrphans).
 import { hostname } from 'node:os';
-import { chmod, mkdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { PassThrough, type Duplex } from 'node:stream';
@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.ts';
 import { WorkcellError, errorMessage } from '../../errors.ts';
 import { newToken } from '../../util/ids.ts';
-import { SandboxCgroup, type CgroupHost } from '../cgroups.ts';
+import { SandboxCgroup } from '../cgroups.ts';
 import { hasEgress, openEgressSocket, sandboxProxyPort, type EgressSocket } from '../network/sandbox-egress.ts';
 import { findExecutable, runCommand } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
@@ -40,6 +40,8 @@ const sandboxPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
  */
 const gvisorHostPids = (pids: number) => pids * 3 + 256;
 const guestRunDir = '/run/workcell';
+/** A run directory with no container is removed once unchanged this long (another server may be creating it). */
+const orphanGraceMs = 10 * 60_000;
 
 export interface DockerRuntimeOptions {
   config: Config;
@@ -143,6 +145,17 @@ export class DockerRuntime implements SandboxRuntime {
         () => undefined,
       );
     }
+    // Run directories (and egress socket directories) of this runtime's sandboxes whose container is gone.
+    const live = new Set((await this.#docker.listContainers({ all: true, filters: { label: ['workcell.sandbox'] } }).catch(() => [])).map((container) => container.Labels['workcell.sandbox']));
+    const pattern = new RegExp(`^${this.name}-(sb-[a-z0-9]{12})(-net)?$`);
+    for (const entry of await readdir(this.#config.runDir).catch(() => [] as string[])) {
+      const sandboxId = pattern.exec(entry)?.[1];
+      if (sandboxId === undefined || live.has(sandboxId)) continue;
+      const info = await stat(join(this.#config.runDir, entry)).catch(() => undefined);
+      if (info === undefined || Date.now() - info.mtimeMs < orphanGraceMs) continue; // perhaps being created
+      await rm(join(this.#config.runDir, entry), { recursive: true, force: true });
+      report.dirs.push(join(this.#config.runDir, entry));
+    }
     if (report.dirs.length > 0) this.#logger?.info(report, 'removed the containers of sandboxes whose server is gone');
     return report;
   }
@@ -171,7 +184,8 @@ export class DockerRuntime implements SandboxRuntime {
     const workspace = await realpath(spec.workspaceDir).catch(() => resolve(spec.workspaceDir));
     if (!(await stat(workspace).catch(() => undefined))?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
     // The host-only directory for the socket that reaches sandboxd, and the egress proxy's socket.
-    const runDir = resolve(this.#config.runDir, sandboxId);
+    // Named after the runtime: bwrap's reaper removes `sb-*` directories that no bwrap process of this host labels.
+    const runDir = resolve(this.#config.runDir, `${this.name}-${sandboxId}`);
     if (Buffer.byteLength(join(runDir, 'sandboxd.sock')) > maxSocketPathBytes) {
       throw new WorkcellError('runtime_unavailable', `WORKCELL_RUN_DIR is too long for a unix socket path: choose a shorter directory, e.g. /run/workcell`);
     }
@@ -340,6 +354,10 @@ export class DockerRuntime implements SandboxRuntime {
     const limits = spec.limits;
     const limitCounters = async (): Promise<LimitCounters> => {
       const [host, guest] = await Promise.all([cgroup?.counters().catch(() => undefined), end.counters().catch(() => undefined)]);
+      if (guest === undefined && destroying === undefined && !containerGone) {
+        // The guest does not answer: if the container is on its way out, wait for it, to say why below.
+        await Promise.race([exited, new Promise((resolveWait) => setTimeout(resolveWait, 5000))]);
+      }
       if (containerGone && destroying === undefined) {
         // The container is gone by itself (under gVisor a memory bomb takes the whole sandbox): say why.
         oomKilled = (await container.inspect().catch(() => undefined))?.State.OOMKilled ?? oomKilled;
@@ -404,7 +422,7 @@ export async function containerCgroup(pid: number): Promise<SandboxCgroup | unde
       const path = paths.get(controller);
       if (mount !== undefined && path !== undefined && basename(path) === name) parents[controller] = join(mount, dirname(path));
     }
-    return new SandboxCgroup({ version: 1, parents } as CgroupHost, name);
+    return new SandboxCgroup({ version: 1, parents }, name);
   }
   const unified = paths.get('');
   if (v2Mount !== undefined && unified !== undefined) return new SandboxCgroup({ version: 2, mount: v2Mount, parent: join(v2Mount, dirname(unified)) }, basename(unified));

@@ -12,7 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { createServer, connect, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { bridgeChannel, readFirstLine, StreamMux, type MuxChannel } from '../stream-mux/stream-mux.ts';
@@ -184,14 +184,14 @@ async function counters(cgroup: string | undefined, paths: string[], watchPids: 
  * leaders as Linux does: a thread's stat names a thread group other than itself. Killing a thread id would kill its
  * whole process, so only leaders are ever listed.
  */
-async function processList(): Promise<Array<{ pid: number; threads: number }>> {
-  const list: Array<{ pid: number; threads: number }> = [];
+async function processList(): Promise<Array<{ pid: number; threads: number; zombie: boolean }>> {
+  const list: Array<{ pid: number; threads: number; zombie: boolean }> = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
     const tgid = /^Tgid:\s+(\d+)/m.exec(status)?.[1];
     if (tgid !== entry) continue;
-    list.push({ pid: Number(entry), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 1) });
+    list.push({ pid: Number(entry), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 1), zombie: /^State:\s+[ZX]/m.test(status) });
   }
   return list;
 }
@@ -206,7 +206,7 @@ async function stopProcesses(cgroup: string | undefined, keep: Set<number>): Pro
   // Without a cgroup of ours (a container): every process this agent may signal, but init, this agent and sandboxd.
   const candidates = async () =>
     cgroup === undefined
-      ? (await processList()).map((each) => each.pid).filter((pid) => pid !== 1 && pid !== process.pid)
+      ? (await processList()).filter((each) => !each.zombie).map((each) => each.pid).filter((pid) => pid !== 1 && pid !== process.pid)
       : (await readFile(`${cgroup}/cgroup.procs`, 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
   const killed = new Set<number>();
   const unkillable = new Set<number>();
@@ -244,13 +244,13 @@ async function main(): Promise<void> {
   };
 
   // The proxy socket exists before sandboxd starts (sandboxd checks it); its connections wait for the mux.
-  let mux: StreamMux | undefined;
-  const pendingProxy: Array<import('node:net').Socket> = [];
+  const state: { mux?: StreamMux } = {};
+  const pendingProxy: Socket[] = [];
   if (options.proxySocket !== undefined) {
     await rm(options.proxySocket, { force: true });
     const proxyServer = createServer({ allowHalfOpen: true }, (socket) => {
-      if (mux === undefined) pendingProxy.push(socket);
-      else bridgeChannel(mux, mux.open('proxy'), socket);
+      if (state.mux === undefined) pendingProxy.push(socket);
+      else bridgeChannel(state.mux, state.mux.open('proxy'), socket);
     });
     await new Promise<void>((resolve, reject) => {
       proxyServer.once('error', reject);
@@ -291,14 +291,14 @@ async function main(): Promise<void> {
   const sandboxdPid = (JSON.parse(sandboxdLine.line) as { pid?: number }).pid;
   const keep = new Set([child.pid, sandboxdPid].filter((pid): pid is number => typeof pid === 'number'));
 
-  mux = new StreamMux({
+  const mux = new StreamMux({
     input: carrier.input,
     output: carrier.output,
     initial: first.rest,
     side: 'guest',
     onOpen: (channel) => {
       if (channel.target === 'sandboxd') {
-        bridgeChannel(mux!, channel, connect({ path: options.sandboxdSocket, allowHalfOpen: true }));
+        bridgeChannel(mux, channel, connect({ path: options.sandboxdSocket, allowHalfOpen: true }));
       } else if (channel.target === 'control:counters') {
         void counters(cgroup, options.statfs, options.watchPids).then((value) => answer(channel, value), (error: unknown) => answer(channel, { error: String(error) }));
       } else if (channel.target === 'control:sync') {
@@ -319,6 +319,7 @@ async function main(): Promise<void> {
       setTimeout(() => process.exit(1), 2000).unref();
     },
   });
+  state.mux = mux;
   for (const socket of pendingProxy.splice(0)) bridgeChannel(mux, mux.open('proxy'), socket);
   process.on('SIGTERM', () => child.kill('SIGTERM'));
 }

@@ -97,7 +97,7 @@ export async function connectGuestVsock(vsockPath: string, port: number, options
     try {
       return await connectOnce(vsockPath, port);
     } catch (error) {
-      if (Date.now() > deadline) throw new Error(`the guest's vsock port ${port} did not answer within ${options.timeoutMs} ms: ${(error as Error).message}`);
+      if (Date.now() > deadline) throw new Error(`the guest's vsock port ${port} did not answer within ${options.timeoutMs} ms: ${(error as Error).message}`, { cause: error });
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

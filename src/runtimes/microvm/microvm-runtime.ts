@@ -11,7 +11,7 @@
 // disk's content is copied back into the job's workspace directory for the zip (disks.ts: without mounting it).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { chown, mkdir, open, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -35,6 +35,20 @@ const readyTimeoutMs = { kvm: 60_000, tcg: 180_000 };
 const guestOverheadMb = 256;
 const maxSocketPathBytes = 107;
 const syncTimeoutMs = 15_000;
+/** A run directory whose VM is gone is removed once unchanged this long (another server may be creating it). */
+const orphanGraceMs = 10 * 60_000;
+
+/** Does something accept connections on this unix socket? */
+function listening(path: string): Promise<boolean> {
+  return new Promise((resolveCheck) => {
+    const socket = connect({ path });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolveCheck(true);
+    });
+    socket.once('error', () => resolveCheck(false));
+  });
+}
 
 export type Vmm = { kind: 'firecracker'; firecracker: string; jailer: string | undefined } | { kind: 'qemu'; qemu: string; accel: 'kvm' | 'tcg' };
 
@@ -140,6 +154,27 @@ export class MicrovmRuntime implements SandboxRuntime {
     return { available: true, detail: `${describeVmm(vmm)}, guest kernel ${kernel.version}${firecracker}${vmm.kind === 'qemu' && vmm.accel === 'tcg' ? '; auto skips it (TCG)' : ''}` };
   }
 
+  /**
+   * Removes run directories of microVMs that are gone (nothing listens on their channel socket any more) and have
+   * not changed for a while. A VM outlives no server: when the server's end of the channel closes, the guest agent
+   * stops sandboxd, the guest's init exits and the VMM with it (panic=-1, -no-reboot).
+   */
+  async reapOrphans(): Promise<{ dirs: string[]; processes: number[] }> {
+    const report = { dirs: [] as string[], processes: [] as number[] };
+    for (const entry of await readdir(this.#config.runDir).catch(() => [] as string[])) {
+      const match = /^microvm-(sb-[a-z0-9]{12})(-net)?$/.exec(entry);
+      if (match === null) continue;
+      const dir = join(this.#config.runDir, entry);
+      const info = await stat(dir).catch(() => undefined);
+      if (info === undefined || Date.now() - info.mtimeMs < orphanGraceMs) continue;
+      if (await listening(join(this.#config.runDir, `microvm-${match[1]}`, 'mux.sock'))) continue;
+      await rm(dir, { recursive: true, force: true });
+      report.dirs.push(dir);
+    }
+    if (report.dirs.length > 0) this.#logger?.info(report, 'removed the run directories of microVMs that are gone');
+    return report;
+  }
+
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox> {
     signal?.throwIfAborted();
     const vmm = await this.#chooseVmm();
@@ -170,7 +205,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     signal?.throwIfAborted();
     const workspace = await realpath(spec.workspaceDir).catch(() => resolve(spec.workspaceDir));
     if (!(await stat(workspace).catch(() => undefined))?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
-    const runDir = resolve(this.#config.runDir, sandboxId);
+    // Named after the runtime: bwrap's reaper removes `sb-*` directories that no bwrap process of this host labels.
+    const runDir = resolve(this.#config.runDir, `${this.name}-${sandboxId}`);
     if (Buffer.byteLength(join(runDir, 'sandboxd.sock')) > maxSocketPathBytes) throw new WorkcellError('runtime_unavailable', 'WORKCELL_RUN_DIR is too long for a unix socket path: choose a shorter directory, e.g. /run/workcell');
     // The workspace disk beside the workspace (on the data disk, not on a tmpfs like /run).
     const workspaceImage = join(dirname(workspace), `.${basename(workspace)}-${sandboxId}.ext4`);
@@ -408,8 +444,8 @@ async function startQemu(options: StartOptions & { vmm: Extract<Vmm, { kind: 'qe
   const prefix = asUser(options.user, options.vmm.accel === 'kvm' ? await kvmGroup() : []);
   const argv = [...prefix, options.vmm.qemu, ...qemuArgs({ ...options, accel: options.vmm.accel })];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  child.stdout!.pipe(options.logStream as NodeJS.WritableStream, { end: false });
-  child.stderr!.pipe(options.logStream as NodeJS.WritableStream, { end: false });
+  child.stdout.pipe(options.logStream, { end: false });
+  child.stderr.pipe(options.logStream, { end: false });
   child.on('error', () => undefined);
   const carrier = await connectWhenThere(join(options.runDir, 'mux.sock'), 10_000, child);
   return { process: child, carrier };
@@ -435,8 +471,8 @@ async function startFirecracker(options: StartOptions & { vmm: Extract<Vmm, { ki
       vsockPath: join(options.runDir, 'vsock.sock'),
     },
   });
-  launch.process.stdout!.pipe(options.logStream as NodeJS.WritableStream, { end: false });
-  launch.process.stderr!.pipe(options.logStream as NodeJS.WritableStream, { end: false });
+  launch.process.stdout!.pipe(options.logStream, { end: false });
+  launch.process.stderr!.pipe(options.logStream, { end: false });
   launch.process.on('error', () => undefined);
   (await connectWhenThere(launch.apiSocket, 10_000, launch.process)).destroy();
   await configureAndStart(launch.apiSocket, launch.vm);
