@@ -35,10 +35,13 @@ const sandboxPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 /**
  * Under gVisor (ptrace platform) the host pids limit counts gVisor's own threads and a stub process per guest
  * process (DESIGN §9: under ~100 it does not even start, and a guest fork bomb that reaches it kills the whole
- * sandbox). So the host limit gets this headroom, and the agent's processes are held to the job's limit inside by
- * RLIMIT_NPROC, which gVisor's kernel enforces per sandbox (under runc it would count every container's uid 1000).
+ * sandbox). Measured here: about 95 host pids for an idle sandbox, 6 to 7 more per guest process, and stubs of killed
+ * processes linger (a 38-process fork bomb left 420 after its processes were stopped, and a second one then took the
+ * sandbox down at a limit of 448). So the host limit gets this headroom, and the agent's processes are held to the
+ * job's limit inside by RLIMIT_NPROC, which gVisor's kernel enforces per sandbox (under runc it would count every
+ * container's uid 1000).
  */
-const gvisorHostPids = (pids: number) => pids * 3 + 256;
+const gvisorHostPids = (pids: number) => pids * 16 + 512;
 const guestRunDir = '/run/workcell';
 /** A run directory with no container is removed once unchanged this long (another server may be creating it). */
 const orphanGraceMs = 10 * 60_000;

@@ -232,6 +232,10 @@ function answer(channel: MuxChannel, value: unknown): void {
 }
 
 async function main(): Promise<void> {
+  // libuv starts its thread pool on the first asynchronous file operation, and aborts the process when it cannot. At
+  // the sandbox's process limit (a fork bomb) no thread can be made, and the first such operation may be the one that
+  // stops the bomb's processes: so the pool starts now, while threads can still be made.
+  await statfs('/');
   const options = parseOptions(process.argv.slice(2));
   const carrier = openCarrier(options.carrier);
   const first = await readFirstLine(carrier.input, 64 * 1024);
