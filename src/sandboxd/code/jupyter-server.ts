@@ -17,10 +17,12 @@
 // It must never listen beyond the sandbox's loopback, and never hand the token to anything but Jupyter.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { request as httpRequest } from 'node:http';
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { SandboxdToolError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Service } from '../services.ts';
@@ -290,11 +292,14 @@ export class JupyterServer {
     this.#closed = true;
     const child = this.#process;
     if (child?.pid === undefined || !this.running) return;
+    // The pid can be gone a moment before Node has seen the child exit (and `running` turns false): wait for both.
+    const exited = once(child, 'exit').catch(() => undefined);
     const pids = [child.pid, ...descendantsOf(child.pid).map((entry) => entry.pid)];
     signalProcess(child.pid, 'SIGTERM');
     await waitUntilGone(pids, stopGraceMs);
     for (const pid of pids) if (isRunning(pid)) signalProcess(pid, 'SIGKILL');
     await waitUntilGone(pids, stopGraceMs);
+    await Promise.race([exited, delay(stopGraceMs, undefined, { ref: false })]);
   }
 }
 
