@@ -22,7 +22,7 @@ import type { readyLine } from './protocol.ts';
 import { createSandboxdServer } from './server.ts';
 
 const usage =
-  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--jupyter-base-url PATH] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
+  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--jupyter-base-url PATH] [--no-window-manager] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
 
 /** Reads the first line of stdin (or all of it, when it has no newline) and stops reading. */
 function readToken(): Promise<string> {
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   // Nothing but the ready line may reach stdout: route stray console output (from a dependency, say) to the log.
   console.log = console.info = console.debug = (...values: unknown[]) => log.info(values.map(String).join(' '), { console: true });
 
-  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string; 'jupyter-base-url'?: string };
+  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string; 'jupyter-base-url'?: string; 'no-window-manager'?: boolean };
   try {
     const { values } = parseArgs({
       args: process.argv.slice(2),
@@ -85,6 +85,7 @@ async function main(): Promise<void> {
         label: { type: 'string' },
         'token-file': { type: 'string' },
         'jupyter-base-url': { type: 'string' },
+        'no-window-manager': { type: 'boolean' },
       },
       strict: true,
       allowPositionals: false,
@@ -137,6 +138,7 @@ async function main(): Promise<void> {
     ...(bridge === undefined ? {} : { shell: { env: proxyEnvironment(bridge.port) } }),
     // Kernels reach the network as the shell does: through the bridge, when there is one.
     code: { jupyterBaseUrl: options['jupyter-base-url'], ...(bridge === undefined ? {} : { env: proxyEnvironment(bridge.port) }) },
+    ...(options['no-window-manager'] === true ? { desktop: { windowManager: false } } : {}),
   });
   let port: number | undefined;
   try {

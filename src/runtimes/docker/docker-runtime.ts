@@ -227,6 +227,8 @@ export class DockerRuntime implements SandboxRuntime {
       '/usr/local/bin/node', '/run/workcell-bin/sandboxd.mjs', '--socket', sandboxdSocket, '--workspace', '/workspace', '--label', sandboxId,
       ...(egress === undefined ? [] : ['--proxy-socket', proxySocket, '--proxy-port', String(sandboxProxyPort)]),
       '--jupyter-base-url', `/jobs/${encodeURIComponent(spec.jobId)}/jupyter/`,
+      // openbox never finishes starting under gVisor's 2022 runsc: the desktop runs without a window manager there.
+      ...(this.name === 'gvisor' ? ['--no-window-manager'] : []),
     ];
     const arch = hostSeccompArch();
     return this.#docker.createContainer({

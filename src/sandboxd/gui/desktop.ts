@@ -34,6 +34,11 @@ export interface DesktopOptions {
   novncDir?: string;
   /** How long each process has to become ready. */
   startTimeoutMs?: number;
+  /**
+   * Run openbox (default). false: the bare X server, for sandboxes where openbox cannot run (gVisor's 2022 runsc);
+   * windows then have no decorations and are placed where they ask to be.
+   */
+  windowManager?: boolean;
   log?: Logger;
 }
 
@@ -92,6 +97,7 @@ export class Desktop {
       webPort: options.webPort ?? 6080,
       novncDir: options.novncDir ?? '/usr/share/novnc',
       startTimeoutMs: options.startTimeoutMs ?? 30_000,
+      windowManager: options.windowManager ?? true,
     };
     this.#env = {
       HOME: process.env.HOME ?? '/home/agent',
@@ -101,6 +107,11 @@ export class Desktop {
       DISPLAY: `:${this.displayNumber}`,
     };
     this.#log = options.log ?? silentLogger;
+  }
+
+  /** Whether openbox manages the windows (see DesktopOptions.windowManager). */
+  get windowManager(): boolean {
+    return this.#options.windowManager;
   }
 
   get display(): string {
@@ -114,7 +125,7 @@ export class Desktop {
 
   /** Whether Xvfb and the window manager are running now. */
   get running(): boolean {
-    return this.#xvfb?.alive === true && this.#openbox?.alive === true;
+    return this.#xvfb?.alive === true && (!this.#options.windowManager || this.#openbox?.alive === true);
   }
 
   /** The noVNC viewer as a proxied service: it starts the whole desktop on the first request. */
@@ -180,7 +191,7 @@ export class Desktop {
       }));
       this.timings.displayReadyMs = Math.round(performance.now() - started);
     }
-    if (this.#openbox?.alive !== true) {
+    if (this.#options.windowManager && this.#openbox?.alive !== true) {
       const started = performance.now();
       // openbox runs its --startup command once it has set itself up (theme, fonts, root window properties) and is
       // about to handle events: that file's appearance is its readiness. Before it, new windows wait for seconds.
@@ -191,7 +202,7 @@ export class Desktop {
       await this.#until(openbox, this.#poll(async () => existsSync(readyFile)));
       this.timings.windowManagerReadyMs = Math.round(performance.now() - started);
     }
-    this.#log.info('desktop ready', { display: this.display, size: `${this.width}x${this.height}`, ...this.timings });
+    this.#log.info('desktop ready', { display: this.display, size: `${this.width}x${this.height}`, window_manager: this.#options.windowManager ? 'openbox' : 'none', ...this.timings });
   }
 
   async #startViewer(): Promise<void> {

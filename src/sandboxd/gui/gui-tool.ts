@@ -121,7 +121,8 @@ export class GuiTool {
 
   #screenText(): string {
     const { width, height } = this.#desktop;
-    return `The screen is ${width}x${height} pixels: x from 0 (left) to ${width - 1}, y from 0 (top) to ${height - 1}.`;
+    const screen = `The screen is ${width}x${height} pixels: x from 0 (left) to ${width - 1}, y from 0 (top) to ${height - 1}.`;
+    return this.#desktop.windowManager ? screen : `${screen} No window manager runs in this sandbox: windows have no title bars or borders and open where they ask to.`;
   }
 
   #checkCoordinates(request: GuiRequest): void {

@@ -135,6 +135,8 @@ const betweenCallsBytes = 32 * 1024;
 const rawHistoryBytes = 64 * 1024;
 /** How long a new bash may take to read its bootstrap and print the first marker. */
 const startTimeoutMs = 15_000;
+/** How long output of a bash that exited during a call may still arrive from the PTY. */
+const exitDrainMs = 100;
 /** Commands longer than this are shown to watchers cut short. */
 const watcherCommandChars = 2000;
 
@@ -467,10 +469,17 @@ export class BashSession {
   #onExit(live: Live, exitCode: number, signal: number | undefined): void {
     if (this.#live !== live) return; // killed on purpose
     this.#log.warn('shell session exited', { session: this.name, bash_pid: live.pid, code: exitCode, signal });
-    this.#kill(live);
     const call = this.#call;
-    if (call !== undefined && !call.done) call.end({ kind: 'exited', exitCode: signal ? null : exitCode });
-    else this.#diedUnreported = true;
+    if (call === undefined || call.done) {
+      this.#kill(live);
+      this.#diedUnreported = true;
+      return;
+    }
+    // node-pty may report the exit before the last of bash's output has been read: the call ends once that drained.
+    setTimeout(() => {
+      if (this.#live === live) this.#kill(live);
+      if (!call.done) call.end({ kind: 'exited', exitCode: signal ? null : exitCode });
+    }, exitDrainMs);
   }
 
   /** Keeps the raw output for people who attach later, and passes it to those watching now. */

@@ -66,6 +66,11 @@ for (const runtimeCase of runtimeCases) {
       const shot = await sandbox().sandbox.client.call('gui', { action: 'screenshot' });
       expect(shot.screenshot).toMatchObject({ media_type: 'image/png', width: 1280, height: 800 });
       expect(Buffer.from(shot.screenshot!.data, 'base64').subarray(1, 4).toString('ascii')).toBe('PNG');
+      // gVisor's desktop has no window manager (see runtimes.ts), and the agent is told so.
+      if (runtimeCase.name === 'gvisor') expect(shot.output).toContain('No window manager runs in this sandbox');
+      else expect(shot.output).not.toContain('No window manager');
+      const moved = await sandbox().sandbox.client.call('gui', { action: 'move', x: 640, y: 400, screenshot: false });
+      expect(moved.output).toMatch(/640/);
     }, timeout);
   });
 }
