@@ -225,28 +225,24 @@ export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
     return { allowed: true, addresses: usable };
   }
 
+  /** A connection's audit record, filled in as it goes, and finish() that times and reports it once it ends. */
+  function openRecord(fields: Pick<ConnectionRecord, 'method' | 'url' | 'host' | 'port'>): { record: ConnectionRecord; finish: () => void } {
+    const started = performance.now();
+    const record: ConnectionRecord = { time: new Date().toISOString(), step: options.currentStep?.(), ...fields, ip: null, allowed: false, status: 0, bytes_in: 0, bytes_out: 0, duration_ms: 0 };
+    return {
+      record,
+      finish: () => {
+        record.duration_ms = Math.round(performance.now() - started);
+        report(record);
+      },
+    };
+  }
+
   function handleConnect(request: IncomingMessage, client: Socket, head: Buffer): void {
     track(client);
     client.on('error', () => client.destroy());
     client.pause();
-    const started = performance.now();
-    const record: ConnectionRecord = {
-      time: new Date().toISOString(),
-      step: options.currentStep?.(),
-      method: 'CONNECT',
-      host: '',
-      port: 0,
-      ip: null,
-      allowed: false,
-      status: 0,
-      bytes_in: 0,
-      bytes_out: 0,
-      duration_ms: 0,
-    };
-    const finish = () => {
-      record.duration_ms = Math.round(performance.now() - started);
-      report(record);
-    };
+    const { record, finish } = openRecord({ method: 'CONNECT', host: '', port: 0 });
     const answer = (status: number, reason: string, body: string) => {
       record.status = status;
       if (client.writable) client.end(rawResponse(status, reason, body));
@@ -335,7 +331,6 @@ export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
   }
 
   function handleRequest(request: IncomingMessage, response: ServerResponse): void {
-    const started = performance.now();
     const fail = (status: number, body: string): void => {
       if (response.headersSent) {
         response.destroy();
@@ -360,24 +355,7 @@ export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
     if (destination === undefined) return fail(400, `workcell: ${JSON.stringify(url.host)} is not a valid host.\n`);
     url.username = '';
     url.password = '';
-    const record: ConnectionRecord = {
-      time: new Date().toISOString(),
-      step: options.currentStep?.(),
-      method: request.method ?? 'GET',
-      url: url.href.slice(0, 2048),
-      host: destination.host,
-      port: destination.port,
-      ip: null,
-      allowed: false,
-      status: 0,
-      bytes_in: 0,
-      bytes_out: 0,
-      duration_ms: 0,
-    };
-    const finish = () => {
-      record.duration_ms = Math.round(performance.now() - started);
-      report(record);
-    };
+    const { record, finish } = openRecord({ method: request.method ?? 'GET', url: url.href.slice(0, 2048), host: destination.host, port: destination.port });
 
     run(async () => {
       const decision = await decide(destination);
