@@ -1,5 +1,5 @@
-// A real bwrap sandbox for integration tests: the real rootfs, bwrap and sandboxd, on a fresh temporary workspace,
-// always destroyed (withSandbox's finally, or useSandbox's afterAll) so no test leaves a sandbox running.
+// A real sandbox for integration tests (bwrap unless another runtime is given): the real rootfs and sandboxd, on a
+// fresh temporary workspace, always destroyed (withSandbox's finally, or useSandbox's afterAll) so no test leaves a sandbox running.
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,11 +9,11 @@ import { attachWorkspaceDisk, releaseWorkspaceDisk } from '../../src/jobs/worksp
 import { BwrapRuntime, pidNamespaceMembers, type BwrapSandbox } from '../../src/runtimes/bwrap/bwrap-runtime.ts';
 import type { NetworkPolicy } from '../../src/runtimes/network/sandbox-egress.ts';
 import { sandboxdBundle } from '../../src/runtimes/sandboxd-bundle.ts';
-import type { SandboxLimits } from '../../src/runtimes/types.ts';
+import type { Sandbox, SandboxLimits, SandboxSpec } from '../../src/runtimes/types.ts';
 import type { RouteResponse } from '../../src/sandboxd/protocol.ts';
 
-export interface SandboxFixture {
-  sandbox: BwrapSandbox;
+export interface SandboxFixture<S extends Sandbox = BwrapSandbox> {
+  sandbox: S;
   /** Host directory mounted at /workspace. */
   workspace: string;
   /** Host directory with sandbox.log. */
@@ -29,8 +29,9 @@ export function testRuntime(config: Config = loadConfig()): BwrapRuntime {
   return new BwrapRuntime({ config, sandboxdBundlePath: () => sandboxdBundle(join(config.imageDir, 'sandboxd')) });
 }
 
-export interface SandboxFixtureOptions {
-  runtime?: BwrapRuntime;
+export interface SandboxFixtureOptions<S extends Sandbox = BwrapSandbox> {
+  /** Default: the bwrap runtime as the server builds it (testRuntime). */
+  runtime?: { create(spec: SandboxSpec): Promise<S> };
   jobId?: string;
   network?: NetworkPolicy;
   /** Resource limits over the configuration's defaults (limits are always on, as in a job). */
@@ -39,7 +40,7 @@ export interface SandboxFixtureOptions {
   workspaceDiskMb?: number;
 }
 
-export async function createSandboxFixture(options: SandboxFixtureOptions = {}): Promise<SandboxFixture> {
+export async function createSandboxFixture<S extends Sandbox = BwrapSandbox>(options: SandboxFixtureOptions<S> = {}): Promise<SandboxFixture<S>> {
   const root = await mkdtemp(join(tmpdir(), 'workcell-test-'));
   // The sandbox user must be able to reach the workspace through the temporary directory.
   await chmod(root, 0o711);
@@ -49,10 +50,11 @@ export async function createSandboxFixture(options: SandboxFixtureOptions = {}):
   await mkdir(workspace);
   const config = loadConfig();
   const limits: SandboxLimits = { cpus: config.cpus, memoryMb: config.memoryMb, pids: config.pids, diskMb: config.diskMb, ...options.limits };
-  let sandbox: BwrapSandbox;
+  let sandbox: S;
   try {
     if (options.workspaceDiskMb !== undefined) await attachWorkspaceDisk(diskPaths, options.workspaceDiskMb);
-    sandbox = await (options.runtime ?? testRuntime()).create({
+    const runtime = options.runtime ?? (testRuntime() as unknown as { create(spec: SandboxSpec): Promise<S> });
+    sandbox = await runtime.create({
       jobId: options.jobId ?? 'job_test',
       workspaceDir: workspace,
       logDir,
@@ -82,8 +84,22 @@ export async function createSandboxFixture(options: SandboxFixtureOptions = {}):
   };
 }
 
+/** A fork bomb that holds its pids: children sleep until killed, the parent forks until the kernel refuses, then says so. */
+export const forkHolderCommand = `python3 -c "
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(1000)
+            os._exit(0)
+        n += 1
+except OSError as error:
+    print('fork refused after', n, 'children:', error.strerror)
+"`;
+
 /** Runs `test` with a fresh sandbox and destroys it afterwards, whatever happens. */
-export async function withSandbox<T>(test: (fixture: SandboxFixture) => Promise<T>, options?: Parameters<typeof createSandboxFixture>[0]): Promise<T> {
+export async function withSandbox<T>(test: (fixture: SandboxFixture) => Promise<T>, options?: SandboxFixtureOptions): Promise<T> {
   const fixture = await createSandboxFixture(options);
   try {
     return await test(fixture);

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runTool, type ToolRunResult } from '../../../src/agent/tools/run-tool.ts';
 import { limitWatch } from '../../../src/jobs/run-job.ts';
-import { withSandbox, waitUntil, type SandboxFixture } from '../../helpers/sandbox.ts';
+import { forkHolderCommand, withSandbox, waitUntil, type SandboxFixture } from '../../helpers/sandbox.ts';
 
 const small = { cpus: 0.5, memoryMb: 256, pids: 64, diskMb: 32 };
 const asRoot = process.getuid?.() === 0;
@@ -47,22 +47,7 @@ describe('resource limits in a real sandbox', () => {
     await withSandbox(async (neighbour) => {
       await withSandbox(
         async (bombed) => {
-          // Children that each hold a pid until killed: the parent forks until the kernel refuses.
-          const holder = await shell(
-            bombed,
-            `python3 -c "
-import os, time
-n = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(1000)
-            os._exit(0)
-        n += 1
-except OSError as error:
-    print('fork refused after', n, 'children:', error.strerror)
-"`,
-          );
+          const holder = await shell(bombed, forkHolderCommand);
           expect(holder.output).toMatch(/fork refused after \d+ children: Resource temporarily unavailable/);
           expect(holder.limitsHit).toEqual(['pids']);
           expect(holder.output).toContain("[limit] fork failed: the sandbox's process limit (64 processes and threads) was reached.");

@@ -3,10 +3,11 @@
 // the memory limit and the agent is told. One sandbox per runtime, the fork bomb first: under gVisor the memory limit
 // stops the whole sandbox (gVisor's memory is one host cgroup: the host's OOM killer takes the sandbox, not a process
 // in it), which the test checks instead of recovery.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runTool, type ToolRunResult } from '../../../src/agent/tools/run-tool.ts';
 import { limitWatch } from '../../../src/jobs/run-job.ts';
-import { acquireRuntime, createRuntimeSandbox, runtimeCases, skipReason, type RuntimeSandbox } from './runtimes.ts';
+import { forkHolderCommand } from '../../helpers/sandbox.ts';
+import { runtimeCases, skipReason, useRuntimeSandbox, type RuntimeSandbox } from './runtimes.ts';
 
 // 512 MB: under gVisor every forked process costs the sandbox memory too, and 256 MB would stop the fork bomb's
 // sandbox by its memory limit before its process limit.
@@ -16,42 +17,16 @@ function shell(fixture: RuntimeSandbox, command: string, timeoutMs = 60_000): Pr
   return runTool(fixture.sandbox.client, { name: 'shell', input: { command, timeout_ms: timeoutMs } }, { signal: new AbortController().signal, limits: limitWatch(fixture.sandbox, undefined) });
 }
 
-const forkHolder = `python3 -c "
-import os, time
-n = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(1000)
-            os._exit(0)
-        n += 1
-except OSError as error:
-    print('fork refused after', n, 'children:', error.strerror)
-"`;
-
 for (const runtimeCase of runtimeCases) {
   const skip = await skipReason(runtimeCase.name);
   if (skip !== undefined) console.warn(`skipping the ${runtimeCase.name} limit tests: ${skip}`);
   const timeout = runtimeCase.slow ? 600_000 : 180_000;
 
   describe.skipIf(skip !== undefined)(`limits on ${runtimeCase.name}`, () => {
-    let fixture: RuntimeSandbox | undefined;
-    let release: (() => Promise<void>) | undefined;
-    beforeAll(async () => {
-      const acquired = await acquireRuntime(runtimeCase.name);
-      release = acquired.release;
-      fixture = await createRuntimeSandbox(acquired.runtime, { limits: small });
-    }, timeout);
-    afterAll(async () => {
-      try {
-        await fixture?.dispose();
-      } finally {
-        await release?.();
-      }
-    }, timeout);
+    const sandbox = useRuntimeSandbox(runtimeCase.name, timeout, { limits: small });
 
     it('has no network: only loopback, no route out', async () => {
-      const result = await fixture!.sh(`python3 -c '
+      const result = await sandbox().sh(`python3 -c '
 import socket
 try:
     socket.create_connection(("1.1.1.1", 443), 3)
@@ -67,27 +42,27 @@ except OSError as error:
     // stopped processes linger, and a too tight host pids limit let the second bomb take the whole sandbox down).
     it('fork bomb, twice: refused at the pids limit, the agent is told, the sandbox recovers', async () => {
       for (let round = 0; round < 2; round++) {
-        const holder = await shell(fixture!, forkHolder, timeout / 2 - 10_000);
+        const holder = await shell(sandbox(), forkHolderCommand, timeout / 2 - 10_000);
         expect(holder.output).toMatch(/fork refused after \d+ children: Resource temporarily unavailable/);
         expect(holder.limitsHit).toEqual(['pids']);
         expect(holder.output).toContain(`[limit] fork failed: the sandbox's process limit (${small.pids} processes and threads) was reached.`);
-        const after = await shell(fixture!, 'echo still-here', timeout / 2 - 10_000);
+        const after = await shell(sandbox(), 'echo still-here', timeout / 2 - 10_000);
         expect(after.output).toMatch(/still-here/);
       }
     }, timeout);
 
     it('memory bomb: stopped at the memory limit, and the agent is told', async () => {
-      const bomb = await shell(fixture!, 'python3 -c "chunks = []\nwhile True: chunks.append(bytearray(8 * 1024 * 1024))"; echo "exit $?"', timeout - 10_000);
+      const bomb = await shell(sandbox(), 'python3 -c "chunks = []\nwhile True: chunks.append(bytearray(8 * 1024 * 1024))"; echo "exit $?"', timeout - 10_000);
       expect(bomb.limitsHit).toEqual(['memory']);
       expect(bomb.output).toContain(`[limit] a process was killed: the sandbox's memory limit (${small.memoryMb} MB) was reached.`);
       if (runtimeCase.name === 'gvisor') {
         // The whole gVisor sandbox is stopped; the host and other sandboxes are not touched.
-        await fixture!.sandbox.exited;
-        expect((await fixture!.sandbox.limitCounters!()).oomKills).toBeGreaterThan(0);
+        await sandbox().sandbox.exited;
+        expect((await sandbox().sandbox.limitCounters!()).oomKills).toBeGreaterThan(0);
         return;
       }
       expect(bomb.output).toMatch(/exit 137/);
-      const next = await shell(fixture!, 'echo fine', timeout - 10_000);
+      const next = await shell(sandbox(), 'echo fine', timeout - 10_000);
       expect(next.output).toMatch(/fine/);
       expect(next.limitsHit).toBeUndefined();
     }, timeout);

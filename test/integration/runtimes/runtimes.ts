@@ -6,17 +6,14 @@
 //   - gvisor runs its desktop without a window manager: under Debian's runsc (2022, ptrace platform) openbox never
 //     finishes starting (no --startup command run, no _NET_SUPPORTING_WM_CHECK after 45 s); Xvfb, xdotool and
 //     screenshots work (xterm loops on "open ttydev: Input/output error", so nothing here types into one).
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type Config, type RuntimeName } from '../../../src/config.ts';
-import { attachWorkspaceDisk, releaseWorkspaceDisk, workspaceDiskUnavailable } from '../../../src/jobs/workspace-disk.ts';
 import { createRuntimes, type RegisteredRuntime, type Runtimes } from '../../../src/runtimes/index.ts';
 import { findExecutable } from '../../../src/runtimes/probe.ts';
 import type { NetworkPolicy } from '../../../src/runtimes/network/sandbox-egress.ts';
 import type { Sandbox, SandboxLimits } from '../../../src/runtimes/types.ts';
-import type { RouteResponse } from '../../../src/sandboxd/protocol.ts';
 import { dockerUnavailableReason, useDockerDaemon, type DockerDaemon } from '../../helpers/docker-daemon.ts';
+import { createSandboxFixture, type SandboxFixture } from '../../helpers/sandbox.ts';
 
 export interface RuntimeCase {
   name: RuntimeName;
@@ -78,46 +75,39 @@ export async function acquireRuntime(name: RuntimeName): Promise<{ runtime: Regi
   };
 }
 
-export interface RuntimeSandbox {
-  sandbox: Sandbox;
-  workspace: string;
-  sh: (command: string, timeoutMs?: number) => Promise<RouteResponse<'shellExec'>>;
-  dispose: () => Promise<void>;
+export type RuntimeSandbox = SandboxFixture<Sandbox>;
+
+/** A sandbox of `runtime` on a fresh workspace (test/helpers/sandbox.ts), with 1 GB of memory and a 256 MB /tmp. */
+export function createRuntimeSandbox(runtime: RegisteredRuntime, options: { limits?: Partial<SandboxLimits>; network?: NetworkPolicy } = {}): Promise<RuntimeSandbox> {
+  return createSandboxFixture<Sandbox>({
+    runtime,
+    jobId: 'job_runtime_test',
+    limits: { memoryMb: 1024, diskMb: 256, ...options.limits },
+    ...(options.network === undefined ? {} : { network: options.network }),
+  });
 }
 
-export async function createRuntimeSandbox(
-  runtime: RegisteredRuntime,
-  options: { limits?: Partial<SandboxLimits>; network?: NetworkPolicy; workspaceDiskMb?: number; jobId?: string } = {},
-): Promise<RuntimeSandbox> {
-  const root = await mkdtemp(join(tmpdir(), 'workcell-rt-'));
-  await chmod(root, 0o711);
-  const workspace = join(root, 'workspace');
-  await mkdir(workspace);
-  const diskPaths = { workspace, workspaceImage: join(root, 'workspace.ext4') };
-  const config = loadConfig();
-  const limits: SandboxLimits = { cpus: config.cpus, memoryMb: 1024, pids: config.pids, diskMb: 256, ...options.limits };
-  let sandbox: Sandbox;
-  try {
-    if (options.workspaceDiskMb !== undefined && workspaceDiskUnavailable() === undefined) await attachWorkspaceDisk(diskPaths, options.workspaceDiskMb);
-    sandbox = await runtime.create({ jobId: options.jobId ?? 'job_runtime_test', workspaceDir: workspace, logDir: join(root, 'logs'), limits, ...(options.network === undefined ? {} : { network: options.network }) });
-  } catch (error) {
-    await releaseWorkspaceDisk(diskPaths).catch(() => undefined);
-    await rm(root, { recursive: true, force: true });
-    throw error;
-  }
-  let disposed: Promise<void> | undefined;
-  return {
-    sandbox,
-    workspace,
-    sh: (command, timeoutMs = 60_000) => sandbox.client.call('shellExec', { command, timeout_ms: timeoutMs }),
-    dispose: () =>
-      (disposed ??= (async () => {
-        try {
-          await sandbox.destroy();
-        } finally {
-          await releaseWorkspaceDisk(diskPaths).catch(() => undefined);
-          await rm(root, { recursive: true, force: true });
-        }
-      })()),
+/**
+ * One sandbox of `name` shared by the tests of a describe block: the runtime acquired and the sandbox created in
+ * beforeAll, both released in afterAll. Returns its getter.
+ */
+export function useRuntimeSandbox(name: RuntimeName, timeoutMs: number, options: Parameters<typeof createRuntimeSandbox>[1] = {}): () => RuntimeSandbox {
+  let fixture: RuntimeSandbox | undefined;
+  let release: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    const acquired = await acquireRuntime(name);
+    release = acquired.release;
+    fixture = await createRuntimeSandbox(acquired.runtime, options);
+  }, timeoutMs);
+  afterAll(async () => {
+    try {
+      await fixture?.dispose();
+    } finally {
+      await release?.();
+    }
+  }, timeoutMs);
+  return () => {
+    if (fixture === undefined) throw new Error(`the ${name} sandbox is not set up`);
+    return fixture;
   };
 }

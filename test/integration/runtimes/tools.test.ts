@@ -1,8 +1,8 @@
 // The tools the agent uses, on every runtime, through sandboxd in a real sandbox: the shell (state persists between
 // calls), the file tools, run_code with the Python kernel, and a GUI screenshot. One sandbox per runtime for the file.
 // microvm (QEMU TCG here) skips the GUI desktop: under emulation Xvfb, openbox and x11vnc take minutes to start.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { acquireRuntime, createRuntimeSandbox, runtimeCases, skipReason, type RuntimeSandbox } from './runtimes.ts';
+import { describe, expect, it } from 'vitest';
+import { runtimeCases, skipReason, useRuntimeSandbox } from './runtimes.ts';
 
 for (const runtimeCase of runtimeCases) {
   const skip = await skipReason(runtimeCase.name);
@@ -10,23 +10,7 @@ for (const runtimeCase of runtimeCases) {
   const timeout = runtimeCase.slow ? 600_000 : 180_000;
 
   describe.skipIf(skip !== undefined)(`tools on ${runtimeCase.name}`, () => {
-    let fixture: RuntimeSandbox | undefined;
-    let release: (() => Promise<void>) | undefined;
-    const sandbox = () => fixture!;
-
-    beforeAll(async () => {
-      const acquired = await acquireRuntime(runtimeCase.name);
-      release = acquired.release;
-      fixture = await createRuntimeSandbox(acquired.runtime);
-    }, timeout);
-
-    afterAll(async () => {
-      try {
-        await fixture?.dispose();
-      } finally {
-        await release?.();
-      }
-    }, timeout);
+    const sandbox = useRuntimeSandbox(runtimeCase.name, timeout);
 
     it('says which runtime and isolation it is', () => {
       expect(sandbox().sandbox.runtime).toBe(runtimeCase.name);
