@@ -6,6 +6,7 @@
 // agent/context/prompt-builder.ts. This whole-history rendering is the baseline the tests and benchmarks compare with.
 import type { ModelMessage, ToolCallPart, ToolResultPart } from 'ai';
 import type { JobEvent } from '../jobs/event-log.ts';
+import { asObject } from './context/prompt-builder.ts';
 import { modelOutputMaxChars } from './tools/definitions.ts';
 import { truncateMiddle } from './tools/run-tool.ts';
 
@@ -82,20 +83,6 @@ export class History {
 
 function toolResult(callId: string, name: string, isError: boolean, text: string): ToolResultPart {
   return { type: 'tool-result', toolCallId: callId, toolName: name, output: isError ? { type: 'error-text', value: text } : { type: 'text', value: text } };
-}
-
-/** Providers want tool-call input as a JSON object; arguments that were not one are sent as `{}` (the error result says what was received). */
-function asObject(args: unknown): Record<string, unknown> {
-  if (typeof args === 'object' && args !== null && !Array.isArray(args)) return args as Record<string, unknown>;
-  if (typeof args === 'string') {
-    try {
-      const parsed = JSON.parse(args) as unknown;
-      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-    } catch {
-      // not JSON: fall through
-    }
-  }
-  return {};
 }
 
 /** Rebuilds a job's history from its events (user-message, model-turn, tool-result; other events are ignored). */

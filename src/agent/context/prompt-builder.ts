@@ -648,7 +648,8 @@ function digestLine(unit: StepUnit): string {
   return `- step ${unit.step}: ${[said === '' ? undefined : `"${said}"`, ...calls].filter((part) => part !== undefined).join('; ') || '(no calls)'}`;
 }
 
-function asObject(args: unknown): Record<string, unknown> {
+/** Providers want tool-call input as a JSON object; arguments that were not one are sent as `{}` (the error result says what was received). */
+export function asObject(args: unknown): Record<string, unknown> {
   if (typeof args === 'object' && args !== null && !Array.isArray(args)) return args as Record<string, unknown>;
   if (typeof args === 'string') {
     try {
