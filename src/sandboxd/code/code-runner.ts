@@ -55,9 +55,6 @@ interface Kernel {
 const tslabQuietMs = 250;
 /** After an interrupt, the longest wait for the execution to end while its output keeps arriving. */
 const maxDrainMs = 20_000;
-/** A reconnected kernel must answer kernel_info within this long, tried this many times (fresh connections). */
-const reconnectCheckMs = 5_000;
-const reconnectAttempts = 6;
 
 type End = { kind: 'complete' } | { kind: 'died' } | { kind: 'dead' } | { kind: 'closed' };
 
@@ -264,7 +261,7 @@ export class CodeRunner {
       const exists = await this.#jupyter.api('GET', `api/kernels/${kernel.kernelId}`).then((response) => response.status === 200, () => false);
       if (exists) {
         try {
-          kernel.connection = await this.#reconnect(kernel);
+          kernel.connection = await this.#connect(kernel);
         } catch (error) {
           this.#log.warn('reconnecting to the kernel failed', { language, error: error instanceof Error ? error.message : String(error) });
           await this.#discard(kernel);
@@ -311,19 +308,6 @@ export class CodeRunner {
   }
 
   /** Opens the kernel's channels websocket (open once the kernel answered) and watches it for deaths between calls. */
-  /**
-   * A new connection to a kernel that exists, once it answers: right after a kernel died, Jupyter may still be
-   * restarting it, and what is sent before the new process listens is lost (the call would wait for its timeout).
-   */
-  async #reconnect(kernel: Kernel): Promise<KernelConnection> {
-    for (let attempt = 1; ; attempt++) {
-      const connection = await this.#connect(kernel);
-      if (await answersKernelInfo(connection, reconnectCheckMs)) return connection;
-      connection.close();
-      if (attempt === reconnectAttempts) throw new Error(`the kernel did not answer kernel_info within ${(reconnectAttempts * reconnectCheckMs) / 1000} s`);
-    }
-  }
-
   async #connect(kernel: Kernel): Promise<KernelConnection> {
     const connection = await KernelConnection.open(this.#jupyter.websocketUrl(`api/kernels/${kernel.kernelId}/channels`), this.#jupyter.authorization, this.#kernelStartTimeoutMs);
     connection.subscribe((message: KernelMessage) => {
@@ -404,22 +388,4 @@ function stringOf(value: unknown, fallback = ''): string {
 
 function bundle(value: unknown): Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
-}
-
-/** Whether the kernel behind `connection` answers a kernel_info request within `timeoutMs`. */
-function answersKernelInfo(connection: KernelConnection, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    let requestId = '';
-    const unsubscribe = connection.subscribe((message) => {
-      if (message.header.msg_type !== 'kernel_info_reply' || message.parent_header.msg_id !== requestId) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve(true);
-    });
-    const timer = setTimeout(() => {
-      unsubscribe();
-      resolve(false);
-    }, timeoutMs);
-    requestId = connection.send('shell', 'kernel_info_request', {});
-  });
 }
