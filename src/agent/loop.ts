@@ -35,7 +35,7 @@ import type { SummaryAnswer, SummaryRequest } from './context/summarize.ts';
 import type { HistoryToolCall } from './history.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { ModelCallError, withModelRetry, type RetryOptions } from './retry.ts';
-import { modelTools, toolDefinitions, toolNames } from './tools/definitions.ts';
+import { modelTools, toolDefinitions, toolNames, type ToolName } from './tools/definitions.ts';
 import { runTool, type LimitWatch, type RunToolOptions, type SandboxdCaller } from './tools/run-tool.ts';
 
 export interface RunAgentOptions {
@@ -100,14 +100,16 @@ export const interruptedMessage =
 export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> {
   const { task, events, signal, maxSteps, context } = options;
   const log = options.logger;
-  const system = buildSystemPrompt({ networkAllow: options.networkAllow });
-  const tools = modelTools();
+  // Every job is offered every tool today; the prompt and the token count follow this one list if that changes.
+  const offered = toolNames;
+  const system = buildSystemPrompt({ networkAllow: options.networkAllow, tools: offered });
+  const tools = modelTools(offered);
   const usage: AgentUsage = { input_tokens: 0, output_tokens: 0 };
   const builder = new PromptBuilder({
     store: context,
     sink: events,
     system,
-    toolsJson: toolsJson(),
+    toolsJson: toolsJson(offered),
     window: options.modelInfo.contextWindow,
     maxInputTokens: options.modelInfo.maxInputTokens,
     modelMaxOutputTokens: options.modelInfo.maxOutputTokens,
@@ -307,9 +309,9 @@ function finishSummaryOf(calls: HistoryToolCall[], callId: string): string | und
 }
 
 /** The tool definitions as providers receive them, to count what they cost in every request. */
-function toolsJson(): string {
+function toolsJson(names: readonly ToolName[]): string {
   return JSON.stringify(
-    toolNames.map((name) => ({ type: 'function', function: { name, description: toolDefinitions[name].description, parameters: z.toJSONSchema(toolDefinitions[name].inputSchema) } })),
+    names.map((name) => ({ type: 'function', function: { name, description: toolDefinitions[name].description, parameters: z.toJSONSchema(toolDefinitions[name].inputSchema) } })),
   );
 }
 

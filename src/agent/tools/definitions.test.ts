@@ -28,7 +28,11 @@ describe('tool definitions', () => {
 
   it('describe every tool and every field', () => {
     for (const name of toolNames) {
-      const { description, inputSchema } = toolDefinitions[name];
+      const { summary, description, inputSchema } = toolDefinitions[name];
+      // The summary is the tool's line in the system prompt: one line, and it names no other tool (which a job may
+      // not be offered; shell and finish are plain words).
+      expect(summary, name).toMatch(/^[a-z][^\n]{10,250}$/);
+      for (const other of toolNames.filter((other) => other !== name && other !== 'shell' && other !== 'finish')) expect(summary, name).not.toMatch(new RegExp(`\\b${other}\\b`));
       expect(description.length, name).toBeGreaterThan(150);
       const schema = z.toJSONSchema(inputSchema) as { properties: Record<string, { description?: string }>; additionalProperties?: boolean };
       expect(schema.additionalProperties, name).toBe(false);

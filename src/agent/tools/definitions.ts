@@ -1,7 +1,8 @@
 // The tools as the model sees them: names, descriptions and input schemas. This is product surface: the model's
 // whole knowledge of what it can do in the sandbox comes from these words, so each description says what the tool
 // does, its limits (timeouts, size caps, truncation) and the errors it can return. Execution lives in run-tool.ts
-// (one place for validation, errors, truncation and timing); this file must stay free of behaviour.
+// (one place for validation, errors, truncation and timing); this file must stay free of behaviour. `summary` is the
+// tool's line in the system prompt's list of tools (prompt.ts), which is generated from these records.
 import { tool, type ToolSet } from 'ai';
 import { z } from 'zod';
 import { checkGuiFields, defaultScreen as screen, guiFieldSchemas, launchWindowWaitMs, maxKeys, maxScriptLines, maxTypeChars, scriptTimeoutMs } from '../../sandboxd/gui/gui-request.ts';
@@ -22,6 +23,7 @@ const workspacePath = z
 
 export const toolDefinitions = {
   shell: {
+    summary: 'run a bash command in a persistent shell session (working directory, variables and functions carry over; `session` names another one). Use it to explore, build, run programs and tests; start servers in the background with `&`.',
     description: [
       'Run a bash command in a persistent shell session inside the sandbox, on a terminal 200 columns wide, and return its exit code and output (stdout and stderr interleaved, colours and escape sequences removed).',
       'State persists between calls: the working directory (it starts in /workspace), environment variables, functions and aliases.',
@@ -46,6 +48,7 @@ export const toolDefinitions = {
     }),
   },
   run_code: {
+    summary: 'run Python, TypeScript or JavaScript in a Jupyter kernel that keeps its state from call to call, like notebook cells: to compute, explore data and plot (plots come back as images).',
     description: [
       'Run Python, TypeScript or JavaScript in a Jupyter kernel in the sandbox, like a notebook cell: returns stdout, stderr, the value of the last expression, displayed images (plots) and errors with their traceback.',
       'One kernel per language for the whole job keeps its state: variables, imports and functions from one call exist in the next. The first call of a language starts its kernel (a few seconds). The working directory is /workspace.',
@@ -72,6 +75,7 @@ export const toolDefinitions = {
     }),
   },
   read_file: {
+    summary: 'read a whole text file.',
     description: [
       'Read a text file from the workspace and return its whole content.',
       `Files larger than ${maxFileMegabytes} MB and binary files are refused (errors too_large and binary_file); a missing file gives not_found, a directory not_a_file.`,
@@ -80,6 +84,7 @@ export const toolDefinitions = {
     inputSchema: z.strictObject({ path: workspacePath }),
   },
   write_file: {
+    summary: 'create a file, or replace one entirely: for new files and complete rewrites.',
     description: [
       'Create a file, or replace an existing file entirely, with the given content. Missing parent directories are created.',
       `The content is written exactly as given (UTF-8); at most ${maxFileMegabytes} MB. Paths outside /workspace are refused (path_outside_workspace).`,
@@ -91,6 +96,7 @@ export const toolDefinitions = {
     }),
   },
   edit_file: {
+    summary: 'replace one exact, unique occurrence of a string in a file: for targeted changes to an existing file.',
     description: [
       'Replace one exact occurrence of old_string with new_string in an existing text file.',
       'old_string must match the file byte for byte, including whitespace and indentation, and must occur exactly once: if it is not found the call fails with no_match, if it occurs more than once with multiple_matches. In either case read the file again and include enough surrounding lines to make old_string unique.',
@@ -103,6 +109,7 @@ export const toolDefinitions = {
     }),
   },
   list_files: {
+    summary: 'list a directory a few levels deep, with sizes (skips .git, node_modules and what .gitignore says unless asked).',
     description: [
       'List the files and directories under a directory of the workspace, `depth` levels deep (default 2), with their sizes in bytes. Directories end with "/".',
       'Unless include_ignored is true, .git, node_modules, __pycache__, .venv and what .gitignore files say are skipped, and a note names them. Over 1000 entries the listing is cut short and says so.',
@@ -114,6 +121,7 @@ export const toolDefinitions = {
     }),
   },
   search_files: {
+    summary: 'search the files for a regular expression (ripgrep) and get the matching lines with their file and line number.',
     description: [
       'Search the workspace\'s files for a regular expression (ripgrep: Rust syntax, case-sensitive, `(?i)` for case-insensitive; escape ( [ { . * + ? | to match them literally) and return the matching lines as `path:line: text`.',
       `Skips what list_files skips, binary files and symlinks, unless path names them. At most ${maxSearchMatches} lines come back (the result says when there were more); long lines are cut around the match. An invalid pattern or glob is refused with the reason.`,
@@ -125,6 +133,7 @@ export const toolDefinitions = {
     }),
   },
   delete_file: {
+    summary: 'delete a file or a directory with its contents.',
     description: [
       'Delete a file, a symbolic link (not its target), or a directory with everything in it, inside the workspace.',
       'Deletion is permanent. Deleting /workspace itself or anything outside it is refused; a missing path gives not_found.',
@@ -132,6 +141,7 @@ export const toolDefinitions = {
     inputSchema: z.strictObject({ path: workspacePath.describe('Path of the file or directory to delete, relative to /workspace.') }),
   },
   gui: {
+    summary: 'an X desktop (screenshots, launching programs, mouse and keyboard) for graphical programs. It starts on your first gui call; graphical programs you start from the shell after that (DISPLAY is set) show up on it too.',
     description: [
       `Use the sandbox's X desktop (${screen.width}x${screen.height} pixels) like a person at a screen, to test and use graphical programs; people can watch it live. It starts on your first gui call; programs started from the shell afterwards (DISPLAY=:1) appear on it too.`,
       'Actions (other fields are refused):',
@@ -164,6 +174,7 @@ export const toolDefinitions = {
       .superRefine(checkGuiFields),
   },
   recall: {
+    summary: 'search everything that happened in this job (commands, outputs, files read and written, your notes), or read a stored output back by its handle.',
     description: [
       "Search your own history in this job and return the best-matching passages, each with the step it came from, its source (the command, or the file read or written) and its handle. The history holds everything: every command and its whole output, every file you read or wrote (as it was then), and your own notes.",
       'Your prompt shows only the task, the user\'s instructions, a summary of older steps and the most recent steps: older outputs are masked and long outputs are cut, each marked with a handle such as "handle:step-12-call-3". Use recall when you need something from earlier that is no longer in view (a value, an error message, what a command printed, what a file contained) instead of running the command again.',
@@ -177,6 +188,7 @@ export const toolDefinitions = {
     }),
   },
   finish: {
+    summary: 'end the job with a summary for the user. Nothing runs after it.',
     description: [
       'End the job. Call this once, when the task is done (or when you are certain it cannot be done), after verifying your work.',
       'The summary is shown to the user along with the workspace, which is handed back as a zip archive: say what you built or changed, where the important files are, how to run or use the result, how you verified it, and anything left undone or that the user should know.',
@@ -186,7 +198,7 @@ export const toolDefinitions = {
       summary: z.string().min(1).max(20_000).describe('What was done, where the results are, how it was verified, and any open issues. Plain text or Markdown.'),
     }),
   },
-} as const satisfies Record<string, { description: string; inputSchema: z.ZodType }>;
+} as const satisfies Record<string, { summary: string; description: string; inputSchema: z.ZodType }>;
 
 export type ToolName = keyof typeof toolDefinitions;
 export const toolNames = Object.keys(toolDefinitions) as ToolName[];
@@ -208,9 +220,9 @@ export function toolSignature(name: ToolName): string {
  * The tools in the AI SDK's shape, for the model call. Deliberately without `execute`: the SDK never runs a tool;
  * the agent loop runs each call through run-tool.ts and records it.
  */
-export function modelTools(): ToolSet {
+export function modelTools(names: readonly ToolName[] = toolNames): ToolSet {
   const tools: ToolSet = {};
-  for (const name of toolNames) {
+  for (const name of names) {
     const { description, inputSchema } = toolDefinitions[name];
     tools[name] = tool({ description, inputSchema: inputSchema as z.ZodType<Record<string, unknown>> });
   }
