@@ -185,6 +185,27 @@ describe('limit notes', () => {
     expect(bomb.stopped()).toBe(1);
   });
 
+  it('reports a limit hit between two calls at the next call, once', async () => {
+    // A server left running in the background is OOM-killed while no call runs; then a bomb is stopped, and its
+    // processes, still forking while they die, are not the next call's doing.
+    let counters: LimitCounters = { ...calm };
+    const limitWatch: LimitWatch = {
+      limits: { memoryMb: 512, pids: 100, diskMb: 128 },
+      counters: async () => counters,
+      stopProcesses: async () => {
+        counters = { ...counters, pidsRefused: counters.pidsRefused + 7, processes: 5 };
+        return 90;
+      },
+    };
+    expect((await shell('', limitWatch)).limitsHit).toBeUndefined();
+    counters = { ...counters, oomKills: 1 };
+    expect((await shell('', limitWatch)).limitsHit).toEqual(['memory']);
+    expect((await shell('', limitWatch)).limitsHit).toBeUndefined();
+    counters = { ...counters, pidsRefused: 300, processes: 100 };
+    expect((await shell('', limitWatch)).output).toMatch(/every process your commands started \(90\) was stopped/);
+    expect((await shell('', limitWatch)).limitsHit).toBeUndefined();
+  });
+
   it('names a full disk when the call filled it or ran into it, not on every later call', async () => {
     const filled = await shell('', watch({ workspaceFreeBytes: 0 }, { workspaceDiskMb: 1024 }).limitWatch);
     expect(filled.limitsHit).toEqual(['workspace_disk']);

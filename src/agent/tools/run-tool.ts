@@ -2,8 +2,9 @@
 // sandboxd, and turns every outcome into a result. A malformed call, an unknown tool, a sandboxd error or any other
 // exception becomes an error result the model can read and act on; only cancellation (the abort signal) escapes.
 // The whole output is returned for recording; the model gets a copy cut to modelOutputMaxChars (head + tail).
-// Around each call it reads the sandbox's limit counters (host-side, unforgeable) and, when the call ran into a
-// limit, appends a plain note saying which one, so the agent knows why its process died or its write failed.
+// After each call it reads the sandbox's limit counters (host-side, unforgeable) and, when a limit was hit since the
+// previous call ended (by this call, or by a process left running in the background in between), appends a plain
+// note saying which one, so the agent knows why its process died or its write failed.
 // This module must never execute anything itself: every effect goes through the sandboxd client.
 import { performance } from 'node:perf_hooks';
 import type { z } from 'zod';
@@ -34,6 +35,12 @@ export interface LimitWatch {
   counters(): Promise<LimitCounters>;
   /** Stops every process the agent's commands started (the sandbox's own machinery survives); see runTool. */
   stopProcesses?(): Promise<number>;
+  /**
+   * The counters as the previous call left them, kept here by runTool: the next call compares with them, not with a
+   * reading taken when it starts, so a limit hit between two calls (a fork bomb or a server left running in the
+   * background) is reported by the next call instead of being lost. One watch serves calls made one at a time.
+   */
+  seen?: LimitCounters | undefined;
 }
 
 export type LimitHit = 'memory' | 'pids' | 'workspace_disk' | 'tmp_disk';
@@ -91,7 +98,7 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
   if (!parsed.ok) return done(true, parsed.message);
 
   const watch = name === 'finish' || name === 'recall' ? undefined : options.limits;
-  const before = watch === undefined ? undefined : await readCounters(watch);
+  const before = watch === undefined ? undefined : (watch.seen ?? (await readCounters(watch)));
   let isError = false;
   let output: string;
   let finishSummary: string | undefined;
@@ -110,7 +117,8 @@ export async function runTool(client: SandboxdCaller, call: ToolCallRequest, opt
   const operation = fileOperationOf(name, parsed.value);
   if (operation !== undefined) options.onFileOperation?.({ ...operation, ok: !isError, ...(errorCode === undefined ? {} : { error: errorCode }) });
   if (watch === undefined || before === undefined) return done(isError, output, finishSummary);
-  const { notes, hits } = await limitNotes(watch, before, output);
+  const { notes, hits, seen } = await limitNotes(watch, before, output);
+  watch.seen = seen;
   return done(isError, notes.length === 0 ? output : `${output}\n\n${notes.join('\n')}`, finishSummary, hits);
 }
 
@@ -130,11 +138,13 @@ async function readCounters(watch: LimitWatch): Promise<LimitCounters | undefine
 
 /**
  * What a call ran into, as notes for the model: compares the counters after the call with those before, and
- * relieves a sandbox stuck at its process limit (see crowdedShare).
+ * relieves a sandbox stuck at its process limit (see crowdedShare). `seen`: the counters the next call starts from
+ * (read again after a stop, whose victims may still have tried to fork while it ran).
  */
-async function limitNotes(watch: LimitWatch, before: LimitCounters, output: string): Promise<{ notes: string[]; hits: LimitHit[] }> {
+async function limitNotes(watch: LimitWatch, before: LimitCounters, output: string): Promise<{ notes: string[]; hits: LimitHit[]; seen: LimitCounters | undefined }> {
   const after = await readCounters(watch);
-  if (after === undefined) return { notes: [], hits: [] };
+  if (after === undefined) return { notes: [], hits: [], seen: undefined };
+  let seen = after;
   const { limits } = watch;
   const notes: string[] = [];
   const hits: LimitHit[] = [];
@@ -148,6 +158,7 @@ async function limitNotes(watch: LimitWatch, before: LimitCounters, output: stri
     let note = `[limit] fork failed: the sandbox's process limit (${limits.pids} processes and threads) was reached.`;
     if (watch.stopProcesses !== undefined && after.processes !== undefined && after.processes >= crowdedShare * limits.pids) {
       const stopped = await watch.stopProcesses().catch(() => 0);
+      seen = (await readCounters(watch)) ?? after;
       note += ` The sandbox was still at the limit, so every process your commands started (${stopped}) was stopped; the shell session starts afresh.`;
     } else {
       note += ' Run fewer processes or threads at once.';
@@ -165,7 +176,7 @@ async function limitNotes(watch: LimitWatch, before: LimitCounters, output: stri
     hits.push('tmp_disk');
     notes.push(`[limit] no space left: /tmp is full (its limit is ${limits.diskMb} MB). Delete files in /tmp you do not need.`);
   }
-  return { notes, hits };
+  return { notes, hits, seen };
 }
 
 type Parsed = { ok: true; value: Record<string, unknown> } | { ok: false; message: string };
