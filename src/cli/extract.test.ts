@@ -92,6 +92,8 @@ describe('extractZip refuses names that escape, before writing anything', () => 
     ['aQ..Q..Qx', 'a\\..\\..\\x'],
     ['aQb', 'a\0b'],
     ['Cqx', 'C:x'],
+    // A name that would set the terminal's title: shown escaped in the message.
+    ['EEEEEE/xx/x', '\x1b]0;t\x07/../x'],
   ])('refuses %j patched to %j', async (placeholder, name) => {
     const bytes = await buildZip((zip) => {
       // A harmless entry first: a one-pass extractor would already have written it.
@@ -103,6 +105,8 @@ describe('extractZip refuses names that escape, before writing anything', () => 
     const error = await refusal(zipFile);
     const shownName = JSON.stringify(name).slice(1, -1);
     expect(error.message).toContain(`zip entry '${shownName}' would escape the destination: refused`);
+    // eslint-disable-next-line no-control-regex -- no control character reaches a terminal
+    expect(error.message).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
     expect(error.details).toEqual({ entry: name });
     expect(existsSync(dest), 'not even the destination is created').toBe(false);
     expect(existsSync(path.join(base, 'evil'))).toBe(false);

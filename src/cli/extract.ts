@@ -13,6 +13,7 @@ import { getFileNameLowLevel, openPromise } from 'yauzl';
 import type { Entry, ZipFile } from 'yauzl';
 import { WorkcellError } from '../errors.ts';
 import { archiveNameProblem, fileTypeOf, symlinkTargetProblem, unixFileType } from '../jobs/artifacts.ts';
+import { terminalSafe } from './terminal-safe.ts';
 
 export interface ExtractZipOptions {
   /** Cap on the total uncompressed size (default 20 GiB). */
@@ -46,9 +47,12 @@ interface PlannedEntry {
   target?: string;
 }
 
-/** Control characters shown escaped, so that an entry name cannot forge lines in a terminal. */
+/**
+ * Control characters shown escaped (JSON's escapes, then terminalSafe for DEL, C1 and bidi controls, which JSON leaves),
+ * so that an entry name can neither forge lines nor send escape sequences to a terminal.
+ */
 function shown(name: string): string {
-  return JSON.stringify(name).slice(1, -1).replaceAll('\\"', '"');
+  return terminalSafe(JSON.stringify(name).slice(1, -1).replaceAll('\\"', '"'));
 }
 
 function refuse(name: string, why: string, code: 'invalid_request' | 'payload_too_large' = 'invalid_request') {

@@ -1,6 +1,7 @@
 // The `workcell` command: `serve` runs the orchestrator; `run`, `status`, `logs`, `download`, `cancel`, `jobs`
 // talk to a running server (WORKCELL_URL, default http://127.0.0.1:8080); `doctor` and `image build` work on
-// this host. Errors print one line on stderr and exit non-zero; data goes to stdout.
+// this host. Errors print one line on stderr and exit non-zero; data goes to stdout. Whatever came from the server
+// (much of it written by the model or the sandbox) is printed through terminalSafe/terminalJson, never raw.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createWriteStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { version } from '../version.ts';
 import { ClientError, WorkcellClient } from './client.ts';
 import { renderEvent } from './render.ts';
+import { terminalJson, terminalSafe } from './terminal-safe.ts';
 
 const program = new Command('workcell')
   .description('Runs coding agents in isolated sandboxes')
@@ -77,7 +79,7 @@ program
       ...(options.runtime ? { runtime: options.runtime } : {}),
       ...(Object.keys(limits).length ? { limits } : {}),
     });
-    process.stderr.write(`${job_id}\n`);
+    process.stderr.write(`${terminalSafe(job_id)}\n`);
     await follow(api, job_id);
     const job = await api.json<JobDetail>('GET', `/jobs/${job_id}`);
     if (options.download && job.artifacts_url) await download(api, job_id, options.output, options.extract);
@@ -92,8 +94,8 @@ program
   .option('--json', 'print the full job as JSON')
   .action(async (jobId: string, options: { url: string; json?: boolean }) => {
     const job = await client(options).json<JobDetail>('GET', `/jobs/${jobId}`);
-    if (options.json) console.log(JSON.stringify(job, null, 2));
-    else console.log(`${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ''}${job.summary ? `\n${job.summary}` : ''}`);
+    if (options.json) console.log(terminalJson(job, 2));
+    else console.log(`${terminalSafe(job.job_id)} ${terminalSafe(job.status)}${job.error ? `: ${terminalSafe(job.error)}` : ''}${job.summary ? `\n${terminalSafe(job.summary, { multiline: true })}` : ''}`);
   });
 
 program
@@ -105,7 +107,7 @@ program
   .action(async (options: { url: string; status?: string; limit: number }) => {
     const query = new URLSearchParams({ limit: String(options.limit), ...(options.status ? { status: options.status } : {}) });
     const { jobs } = await client(options).json<{ jobs: Array<JobDetail & { created_at: string; task: string }> }>('GET', `/jobs?${query.toString()}`);
-    for (const job of jobs) console.log(`${job.job_id}  ${job.status.padEnd(9)}  ${job.created_at}  ${job.task.replace(/\s+/g, ' ').slice(0, 60)}`);
+    for (const job of jobs) console.log(`${terminalSafe(job.job_id)}  ${terminalSafe(job.status.padEnd(9))}  ${terminalSafe(job.created_at)}  ${terminalSafe(job.task.replace(/\s+/g, ' ').slice(0, 60))}`);
   });
 
 program
@@ -137,7 +139,7 @@ program
   .addOption(urlOption())
   .action(async (jobId: string, options: { url: string }) => {
     const result = await client(options).json<{ job_id: string; status: string }>('POST', `/jobs/${jobId}/cancel`);
-    console.log(`${result.job_id} ${result.status === 'running' ? 'cancelling' : result.status}`);
+    console.log(`${terminalSafe(result.job_id)} ${result.status === 'running' ? 'cancelling' : terminalSafe(result.status)}`);
   });
 
 program
@@ -189,7 +191,7 @@ keys
   .action(async (options: { dataDir?: string }) => {
     const store = await keyStore(options.dataDir);
     try {
-      for (const key of store.listApiKeys()) console.log(`${key.id}  ${key.revoked_at ? 'revoked' : 'active '}  ${key.created_at}  ${key.name}`);
+      for (const key of store.listApiKeys()) console.log(`${key.id}  ${key.revoked_at ? 'revoked' : 'active '}  ${key.created_at}  ${terminalSafe(key.name)}`);
     } finally {
       store.close();
     }
@@ -219,7 +221,7 @@ program
 
 async function follow(api: WorkcellClient, jobId: string, options = { follow: true, json: false }): Promise<void> {
   for await (const event of api.events(jobId, { follow: options.follow })) {
-    const line = options.json ? JSON.stringify(event.data) : renderEvent(event.data);
+    const line = options.json ? terminalJson(event.data) : renderEvent(event.data);
     if (line !== undefined) console.log(line);
   }
 }
@@ -241,6 +243,6 @@ try {
   await program.parseAsync();
 } catch (error) {
   const message = error instanceof ClientError || error instanceof Error ? error.message : String(error);
-  process.stderr.write(`workcell: ${message}\n`);
+  process.stderr.write(`workcell: ${terminalSafe(message)}\n`);
   process.exitCode = error instanceof ClientError && error.status === 404 ? 3 : 1;
 }
