@@ -21,7 +21,18 @@ export const configSchema = z.object({
   dataDir: z.string().min(1).default(defaultDataDir).describe('WORKCELL_DATA_DIR: workcell.db and jobs/<id>/ live here'),
   host: z.string().min(1).default('127.0.0.1').describe('WORKCELL_HOST: address the API listens on (loopback by default)'),
   port: integer(0, 65535).default(8080).describe('WORKCELL_PORT: API port'),
-  publicUrl: z.url().optional().describe('WORKCELL_PUBLIC_URL: base URL for download links; default: from the request'),
+  publicUrl: z.url().optional().describe('WORKCELL_PUBLIC_URL: the URL clients use to reach the API (download links, and the Host and Origin the API accepts besides loopback names); default: from the request'),
+  allowedHosts: z
+    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
+    .transform((list) => list.map((entry) => entry.trim().toLowerCase()).filter((entry) => entry !== ''))
+    .pipe(z.array(z.string().regex(/^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)$/, 'a host name or IP, without scheme or port')))
+    .default([])
+    .describe("WORKCELL_ALLOWED_HOSTS: more host names the API answers to, comma-separated (besides loopback names and WORKCELL_PUBLIC_URL's host); any other Host header is refused (DNS rebinding)"),
+  sandboxUrl: z
+    .string()
+    .regex(/^https?:\/\/\{job\}\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?\/?$/, 'a URL whose host starts with the label {job}, e.g. https://{job}.sandbox.example.com')
+    .optional()
+    .describe("WORKCELL_SANDBOX_URL: where people's browsers reach a job's desktop and Jupyter, each job on its own origin ({job} becomes job-<id>), e.g. https://{job}.sandbox.example.com with a wildcard DNS name and certificate; pages from a sandbox never run on the API's origin (default: http://{job}.localhost:<the API's port>, which browsers resolve to loopback)"),
   concurrency: integer(1, 1024).default(availableParallelism()).describe('WORKCELL_CONCURRENCY: jobs run at once (default: cores)'),
   model: z.string().min(1).optional().describe('WORKCELL_MODEL: provider:model, e.g. anthropic:claude-sonnet-4-5, openai:gpt-5, openai-compatible:llama3, script:/path.json'),
   openaiCompatibleBaseUrl: z.url().optional().describe('WORKCELL_OPENAI_COMPATIBLE_BASE_URL: e.g. http://127.0.0.1:11434/v1'),
@@ -89,6 +100,8 @@ const envNames: Record<keyof Config, string> = {
   concurrency: 'WORKCELL_CONCURRENCY',
   model: 'WORKCELL_MODEL',
   openaiCompatibleBaseUrl: 'WORKCELL_OPENAI_COMPATIBLE_BASE_URL',
+  allowedHosts: 'WORKCELL_ALLOWED_HOSTS',
+  sandboxUrl: 'WORKCELL_SANDBOX_URL',
   openaiCompatibleApiKey: 'WORKCELL_OPENAI_COMPATIBLE_API_KEY',
   modelStream: 'WORKCELL_MODEL_STREAM',
   modelMaxRetries: 'WORKCELL_MODEL_MAX_RETRIES',

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'unsupported_media_type'
   | 'range_not_satisfiable'
   | 'unauthorized'
+  | 'forbidden'
   | 'runtime_unavailable'
   | 'sandbox_failed'
   | 'model_not_configured'
@@ -23,6 +24,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   unsupported_media_type: 415,
   range_not_satisfiable: 416,
   unauthorized: 401,
+  forbidden: 403,
   runtime_unavailable: 503,
   sandbox_failed: 500,
   model_not_configured: 400,

@@ -53,7 +53,9 @@ describe('with API keys', () => {
     }
     expect((await app.inject('/openapi.json')).statusCode).toBe(401);
     expect((await app.inject({ url: '/jobs', headers: as(token) })).statusCode).toBe(200);
-    expect((await app.inject({ url: '/jobs', headers: { cookie: `other=1; workcell_token=${token}` } })).statusCode).toBe(200);
+    // The key travels only in the Authorization header: never in a cookie or a URL.
+    expect((await app.inject({ url: '/jobs', headers: { cookie: `other=1; workcell_token=${token}; workcell_session=${token}` } })).statusCode).toBe(401);
+    expect((await app.inject({ url: `/jobs?access_token=${token}` })).statusCode).toBe(401);
     expect(store.revokeApiKey(id)).toBe(true);
     expect((await app.inject({ url: '/jobs', headers: as(token) })).statusCode).toBe(401);
   });
@@ -90,9 +92,12 @@ describe('with API keys', () => {
 });
 
 describe('listening', () => {
-  it('refuses non-loopback addresses without keys and allows them with keys', () => {
-    for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) expect(() => assertListenAllowed(host, false)).not.toThrow();
-    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(() => assertListenAllowed(host, false)).toThrow(/keys create/);
-    expect(() => assertListenAllowed('0.0.0.0', true)).not.toThrow();
+  const named = (host: string) => ({ host, publicUrl: undefined, allowedHosts: [] });
+  it('refuses non-loopback addresses without keys, and with keys until it knows the names clients use', () => {
+    for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) expect(() => assertListenAllowed(named(host), false)).not.toThrow();
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(() => assertListenAllowed(named(host), false)).toThrow(/keys create/);
+    expect(() => assertListenAllowed(named('0.0.0.0'), true)).toThrow(/WORKCELL_PUBLIC_URL/);
+    expect(() => assertListenAllowed({ ...named('0.0.0.0'), publicUrl: 'https://workcell.example.com' }, true)).not.toThrow();
+    expect(() => assertListenAllowed({ ...named('0.0.0.0'), allowedHosts: ['10.0.0.5'] }, true)).not.toThrow();
   });
 });

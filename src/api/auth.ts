@@ -1,61 +1,110 @@
-// API keys (DESIGN.md §2). With no key in the store the server is in local mode: it listens on loopback only and
-// asks for nothing. Once a key exists, every route but /healthz needs one, sent as `Authorization: Bearer <key>`
-// (or, for browser pages and their websockets, the `workcell_token` cookie set by a `?access_token=` link), and a
-// key sees only the jobs it created. Keys are stored hashed (job-store.ts).
+// Who is calling (DESIGN.md §2). With no key in the store the server is in local mode: it listens on loopback only
+// and asks for nothing. Once a key exists, every route but /healthz needs one, and a key sees only the jobs it
+// created. An API key travels only in `Authorization: Bearer <key>`, never in a URL or a cookie. Browsers get the
+// narrower credentials of browser-tokens.ts: a session cookie on a job's own host (its desktop and Jupyter pages),
+// and one-time links. Keys are stored hashed (job-store.ts). Nothing here may throw on any header value.
+import { parseCookie } from 'cookie';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { JobStore } from '../jobs/job-store.ts';
+import { linkParameter, type BrowserTokens } from './browser-tokens.ts';
+import type { HostClass, HostPolicy } from './origins.ts';
 import { problem, sendProblem } from './problem.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** The caller's API key id; undefined in local mode (no keys), where every job is visible. */
     owner: string | undefined;
+    hostClass: HostClass;
+  }
+  interface FastifyContextConfig {
+    /** Which hosts serve the route: the API's (the default), a job's own host (its sandbox pages), or both. */
+    hosts?: 'api' | 'sandbox' | 'both';
   }
 }
 
-export const tokenCookie = 'workcell_token';
-/** Where a browser may bring the key in the URL (a link to a job's desktop, Jupyter or terminal): groups job id, kind. */
-export const browserPath = /^\/jobs\/(job_[0-9a-z]{26})\/(desktop|jupyter|terminal)(\/|$|\?)/;
+/** The cookie that holds a browser's session on a job's host (browser-tokens.ts). */
+export const sessionCookie = 'workcell_session';
+/** Routes every caller may reach, keys or not, whatever the Host (liveness probes name the pod's address). */
 const open = new Set(['/healthz']);
 
-/** The token a request carries: the Authorization header, else the cookie, else (browser entry points only) `?access_token=`. */
-export function requestToken(request: Pick<FastifyRequest, 'headers'> & { url?: string }): string | undefined {
-  if (request.url !== undefined && browserPath.test(request.url)) {
-    const query = new URL(request.url, 'http://x').searchParams.get('access_token');
-    if (query !== null) return query;
+export type AuthResult = { ok: true; owner: string | undefined } | { ok: false; status: 401 | 403; reason: string };
+
+/** The cookies of a request by name; never throws (a malformed cookie is skipped). */
+export function requestCookies(headers: IncomingHttpHeaders): Record<string, string | undefined> {
+  const header = headers.cookie;
+  if (typeof header !== 'string' || header.length > 16_384) return {};
+  try {
+    return parseCookie(header);
+  } catch {
+    return {};
   }
-  const header = request.headers.authorization;
-  if (typeof header === 'string') {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    return match?.[1];
-  }
-  const cookies = request.headers.cookie;
-  if (typeof cookies !== 'string') return undefined;
-  for (const part of cookies.split(';')) {
-    const [name, ...value] = part.trim().split('=');
-    if (name === tokenCookie) return decodeURIComponent(value.join('='));
-  }
-  return undefined;
 }
 
-/** Resolves a request's owner; undefined owner with `ok: true` means local mode. */
-export function authenticate(store: JobStore, request: Pick<FastifyRequest, 'headers'> & { url?: string }): { ok: true; owner: string | undefined } | { ok: false; reason: string } {
-  if (!store.hasApiKeys()) return { ok: true, owner: undefined };
-  const token = requestToken(request);
-  if (token === undefined) return { ok: false, reason: 'this server needs an API key: send Authorization: Bearer <key> (workcell keys create makes one; the CLI reads WORKCELL_API_KEY)' };
-  const owner = store.verifyApiKey(token);
-  if (owner === undefined) return { ok: false, reason: 'the API key is not valid (unknown, malformed or revoked)' };
-  return { ok: true, owner };
+export class Authenticator {
+  readonly #store: JobStore;
+  readonly tokens: BrowserTokens;
+  readonly hosts: HostPolicy;
+
+  constructor(store: JobStore, tokens: BrowserTokens, hosts: HostPolicy) {
+    this.#store = store;
+    this.tokens = tokens;
+    this.hosts = hosts;
+  }
+
+  get keyless(): boolean {
+    return !this.#store.hasApiKeys();
+  }
+
+  isKeyLive(id: string): boolean {
+    return this.#store.isApiKeyLive(id);
+  }
+
+  /**
+   * The caller of a request that reached `hostClass`: an API key in the Authorization header anywhere, or on a job's
+   * host the session cookie of that job.
+   */
+  authenticate(headers: IncomingHttpHeaders, hostClass: HostClass): AuthResult {
+    if (this.keyless) return { ok: true, owner: undefined };
+    const header = headers.authorization;
+    if (typeof header === 'string') {
+      const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+      const owner = match === null ? undefined : this.#store.verifyApiKey(match[1]!);
+      if (owner === undefined) return { ok: false, status: 401, reason: 'the API key is not valid (unknown, malformed or revoked); send Authorization: Bearer <key>' };
+      return { ok: true, owner };
+    }
+    if (hostClass.kind === 'sandbox') {
+      const session = requestCookies(headers)[sessionCookie];
+      const claims = session === undefined ? undefined : this.tokens.verify(session, 'session');
+      if (claims !== undefined && claims.job === hostClass.jobId && claims.owner !== null && this.#store.isApiKeyLive(claims.owner)) return { ok: true, owner: claims.owner };
+      return { ok: false, status: 401, reason: "this page needs a link from the job's owner: POST /jobs/<id>/links (or `workcell open <id> desktop`) makes one; links open once, within two minutes" };
+    }
+    return { ok: false, status: 401, reason: 'this server needs an API key: send Authorization: Bearer <key> (workcell keys create makes one; the CLI reads WORKCELL_API_KEY)' };
+  }
 }
 
-export function registerAuth(app: FastifyInstance, store: JobStore): void {
+export function registerAuth(app: FastifyInstance, auth: Authenticator): void {
   app.decorateRequest('owner', undefined);
+  // Set by the hook below before any handler runs (Fastify decorates requests with null, not objects).
+  app.decorateRequest('hostClass', null as never);
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (open.has(request.url.split('?')[0]!)) return;
-    const result = authenticate(store, request);
+    const path = request.url.split('?')[0]!;
+    const instance = path.slice(0, 500);
+    if (open.has(path)) return;
+    const hostClass = auth.hosts.classify(request.headers.host);
+    if (hostClass.kind === 'refused') return sendProblem(reply, problem(403, 'forbidden', hostClass.reason, { instance }));
+    request.hostClass = hostClass;
+    const crossOrigin = auth.hosts.checkOrigin(request.headers, request.method, hostClass);
+    if (crossOrigin !== undefined) return sendProblem(reply, problem(403, 'forbidden', crossOrigin, { instance }));
+    // A job's host serves that job's pages and nothing else; the API's hosts never serve sandbox pages.
+    const hosts = request.routeOptions.config.hosts ?? 'api';
+    if (hosts !== 'both' && hosts !== hostClass.kind) return sendProblem(reply, problem(404, 'not_found', `no route ${request.method} ${instance} on this host`));
+    // A link (?token=) is traded for a session by the route itself, before there is a session to check.
+    if (hostClass.kind === 'sandbox' && new URLSearchParams(request.url.slice(path.length + 1)).has(linkParameter)) return;
+    const result = auth.authenticate(request.headers, hostClass);
     if (!result.ok) {
       reply.header('www-authenticate', 'Bearer realm="workcell"');
-      return sendProblem(reply, problem(401, 'unauthorized', result.reason, { instance: request.url.split('?')[0]! }));
+      return sendProblem(reply, problem(result.status, result.status === 401 ? 'unauthorized' : 'forbidden', result.reason, { instance }));
     }
     request.owner = result.owner;
   });

@@ -4,7 +4,9 @@ import { z } from 'zod';
 import { runtimeNames } from '../config.ts';
 import { errorMessage } from '../errors.ts';
 import { parseAllowPattern } from '../runtimes/network/allow-list.ts';
+import { hostFileLimits } from '../jobs/job-limits.ts';
 import { jobStatuses } from '../jobs/job-store.ts';
+import { browserServices } from './browser-tokens.ts';
 
 export const runtimeRequest = z.enum(['auto', ...runtimeNames]).describe('Sandbox runtime: `auto` picks the strongest this host supports');
 
@@ -17,6 +19,15 @@ export const limitsRequest = z
     pids: z.number().int().min(32).max(1 << 22).optional().describe("Processes and threads the sandbox may have at once; at most the server's WORKCELL_PIDS"),
     disk_mb: z.number().int().min(16).max(1 << 24).optional().describe("Size of the workspace's disk, MB (and of /tmp); at most the server's WORKCELL_DISK_MB"),
     idle_time_s: z.number().int().min(1).max(7 * 24 * 3600).optional().describe('The job ends when nothing happens (no event) for this long, seconds'),
+    sandbox_log_mb: z.number().int().min(1).max(1 << 20).optional().describe("Most the sandbox's log (logs/sandbox.log) may hold on the host, MB; what comes after is dropped; at most the server's WORKCELL_SANDBOX_LOG_MB"),
+    audit_log_mb: z.number().int().min(1).max(1 << 20).optional().describe("Most the job's audit log may hold, MB; later entries are dropped; at most the server's WORKCELL_AUDIT_LOG_MB"),
+    context_mb: z
+      .number()
+      .int()
+      .min(8)
+      .max(1 << 20)
+      .optional()
+      .describe("Most the job's history may take on the host (context.db and its images), MB: one tool output keeps at most 1/16 of it (beginning and end), and the job ends with an error when it is full; at most the server's WORKCELL_CONTEXT_MB"),
   })
   .describe('Per-job limits; unset fields take the server defaults');
 
@@ -110,6 +121,9 @@ export const jobDetail = statusResponse.extend({
       pids: z.number().optional(),
       disk_mb: z.number().optional(),
       idle_time_s: z.number().optional(),
+      sandbox_log_mb: z.number().optional(),
+      audit_log_mb: z.number().optional(),
+      context_mb: z.number().optional(),
     })
     .describe('The limits in effect (jobs scheduled before resource limits existed lack those fields)'),
   metadata: z.record(z.string(), z.string()),
@@ -120,6 +134,10 @@ export const jobDetail = statusResponse.extend({
     output_tokens: z.number(),
     cpu_seconds: z.number().optional().describe('CPU time the sandbox used, once the job has ended'),
     peak_memory_mb: z.number().optional().describe("The sandbox's peak memory, once the job has ended"),
+    limits_reached: z
+      .array(z.enum(hostFileLimits))
+      .optional()
+      .describe('The caps on host files the job ran into (sandbox_log_mb, audit_log_mb, context_mb), each also told in a `log` event with the limit and what was dropped'),
     cost_usd: z.number().nullable().describe("The model's cost for the tokens so far, in US dollars at list prices; null when the model's price is not known (self-hosted, unknown or script models)"),
     context_window: z.number().nullable().describe('The context window the job works with, in tokens (null until the model is known)'),
   }),
@@ -171,5 +189,16 @@ export const problem = z
     errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
   })
   .describe('RFC 9457 problem details');
+
+export const linkRequest = z
+  .strictObject({
+    service: z.enum(browserServices).describe('What the link opens: the noVNC desktop, Jupyter, or the terminal websocket'),
+  })
+  .describe('A browser link to one of the job\'s services');
+
+export const linkResponse = z.object({
+  url: z.string().describe("Open it in a browser (desktop, jupyter: on the job's own origin) or connect a websocket to it (terminal). It works once, within two minutes; the page then holds a session cookie for that job"),
+  expires_at: z.string().describe('When the link stops working, if unused'),
+});
 
 export const healthResponse = z.object({ ok: z.boolean(), version: z.string() });

@@ -7,7 +7,10 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { JobService } from '../jobs/job-service.ts';
 import { version } from '../version.ts';
-import { registerAuth } from './auth.ts';
+import { Authenticator, registerAuth } from './auth.ts';
+import { BrowserTokens } from './browser-tokens.ts';
+import { LiveConnections } from './live-connections.ts';
+import { HostPolicy } from './origins.ts';
 import { problem, sendProblem, toProblem } from './problem.ts';
 import { registerArtifactRoutes } from './routes/artifacts.ts';
 import { registerAuditRoutes } from './routes/audit.ts';
@@ -16,15 +19,24 @@ import { registerJobRoutes } from './routes/jobs.ts';
 import { attachUpgradeProxy, registerServiceRoutes } from './routes/services.ts';
 import { healthResponse } from './schemas.ts';
 
-export interface ApiContext {
+export interface ApiOptions {
   config: Config;
   jobs: JobService;
   logger: Logger;
 }
 
+/** What every route sees: the options, who may call (keys, browser tokens, hosts) and the connections to cut on revocation. */
+export interface ApiContext extends ApiOptions {
+  auth: Authenticator;
+  connections: LiveConnections;
+}
+
 export type ZodApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
 
-export async function buildServer(context: ApiContext): Promise<FastifyInstance> {
+export async function buildServer(options: ApiOptions): Promise<FastifyInstance> {
+  const store = options.jobs.store;
+  const auth = new Authenticator(store, new BrowserTokens(store.serverSecret('browser-tokens')), new HostPolicy(options.config));
+  const context: ApiContext = { ...options, auth, connections: new LiveConnections((owner) => store.isApiKeyLive(owner)) };
   // Per-request lines are noise at info; the API logs warnings and errors.
   const loggerInstance: FastifyBaseLogger = context.logger.child({ component: 'api' }, { level: context.logger.isLevelEnabled('debug') ? 'debug' : 'warn' });
   const app = Fastify({
@@ -57,7 +69,7 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
     transform: jsonSchemaTransform,
   });
 
-  registerAuth(app, context.jobs.store);
+  registerAuth(app, auth);
   const typed = app.withTypeProvider<ZodTypeProvider>();
   typed.get('/healthz', { schema: { summary: 'Liveness', response: { 200: healthResponse } } }, async () => ({ ok: true, version }));
   typed.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
@@ -65,7 +77,11 @@ export async function buildServer(context: ApiContext): Promise<FastifyInstance>
   registerEventRoutes(typed, context);
   registerArtifactRoutes(typed, context);
   registerAuditRoutes(typed, context);
-  await registerServiceRoutes(app, context);
-  attachUpgradeProxy(app.server, context);
+  registerServiceRoutes(typed, context);
+  const websockets = attachUpgradeProxy(app.server, context);
+  app.addHook('preClose', async () => {
+    context.connections.close();
+    websockets.closeAll();
+  });
   return app;
 }

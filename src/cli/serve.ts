@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildServer } from '../api/server.ts';
+import { isLoopbackName } from '../api/origins.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { JobService } from '../jobs/job-service.ts';
 import { JobStore } from '../jobs/job-store.ts';
@@ -26,15 +27,18 @@ export interface App {
   close(): Promise<void>;
 }
 
-/** Loopback addresses: 127.0.0.0/8, ::1 and localhost. */
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-/** Without API keys the server is for local use and must not be reachable from other machines. */
-export function assertListenAllowed(host: string, hasApiKeys: boolean): void {
-  if (!isLoopback(host) && !hasApiKeys) {
-    throw new Error(`refusing to listen on ${host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); create one first with \`workcell keys create --name <who>\``);
+/**
+ * Without API keys the server is for local use and must not be reachable from other machines. On another address
+ * it must also know the names clients reach it by (WORKCELL_PUBLIC_URL or WORKCELL_ALLOWED_HOSTS): it answers no
+ * other Host (origins.ts), and without those it would refuse every request from elsewhere.
+ */
+export function assertListenAllowed(config: Pick<Config, 'host' | 'publicUrl' | 'allowedHosts'>, hasApiKeys: boolean): void {
+  if (isLoopbackName(config.host)) return;
+  if (!hasApiKeys) {
+    throw new Error(`refusing to listen on ${config.host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); create one first with \`workcell keys create --name <who>\``);
+  }
+  if (config.publicUrl === undefined && config.allowedHosts.length === 0) {
+    throw new Error(`refusing to listen on ${config.host} without knowing the names clients use: set WORKCELL_PUBLIC_URL (e.g. https://workcell.example.com) or WORKCELL_ALLOWED_HOSTS; requests for any other Host are refused`);
   }
 }
 
@@ -42,7 +46,7 @@ export function assertListenAllowed(host: string, hasApiKeys: boolean): void {
 export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
   const store = new JobStore(config.dataDir);
   try {
-    assertListenAllowed(config.host, store.hasApiKeys());
+    assertListenAllowed(config, store.hasApiKeys());
   } catch (error) {
     store.close();
     throw error;

@@ -125,6 +125,8 @@ export interface NewJob {
   task: string;
   model?: string | undefined;
   runtime: string;
+  // Secrets the server makes for itself (the key that signs browser tokens), shared by every process on this store.
+  `CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
   limits: JobLimits;
   metadata?: Record<string, string> | undefined;
   idempotencyKey?: string | undefined;
@@ -328,6 +330,17 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest('hex
 const scopedKey = (key: string, owner: string | null) => `${owner ?? '-'}:${key}`;
 
 function toJob(row: JobRow): Job {
+  /** Whether the key with this id exists and is not revoked. */
+  isApiKeyLive(id: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL').get(id) !== undefined;
+  }
+
+  /** A random 32-byte secret by name, made on first use and the same for every process that opens this store. */
+  serverSecret(name: string): Buffer {
+    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, randomBytes(32));
+    return (this.#db.prepare('SELECT value FROM server_secrets WHERE name = ?').get(name) as { value: Buffer }).value;
+  }
+
   const { lease_expires_at: _lease, idempotency_key: _key, ...rest } = row;
   return {
     ...rest,

@@ -3,7 +3,7 @@
 // tool layer can tell the model exactly what was wrong; a transport failure becomes a SandboxdError 'unreachable'.
 import { Agent, request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { routes, errorResponse, type RouteName, type RouteRequest, type RouteResponse, type SandboxdErrorCode } from '../sandboxd/protocol.ts';
 
 export class SandboxdError extends Error {
@@ -65,7 +65,8 @@ export class SandboxdClient {
     return new Promise((resolve, reject) => {
       const req = request({ ...this.#target(), agent: this.#agent, method: options.method, path: options.path, signal: options.signal, headers: { ...options.headers, authorization: `Bearer ${this.#token}` } }, resolve);
       req.on('error', (error) => reject(new SandboxdError('unreachable', `cannot reach sandboxd: ${error.message}`, { cause: error })));
-      if (options.body) options.body.pipe(req);
+      // pipeline: a caller that hangs up mid-body ends this request, and neither side's error goes unheard.
+      if (options.body) pipeline(options.body, req, () => undefined);
       else req.end();
     });
   }

@@ -8,7 +8,8 @@
 // that base URL) or the path below the prefix (`stripBasePath`).
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { pipeline, type Duplex } from 'node:stream';
+import { foreignListener } from './listener-owner.ts';
 
 export interface Service {
   /** Loopback port the service listens on inside the sandbox. */
@@ -19,6 +20,11 @@ export interface Service {
   ensureStarted(basePath: string): Promise<void>;
   /** Headers added to every proxied request: a credential only sandboxd knows (Jupyter's token), never the caller's. */
   headers?(): Record<string, string>;
+  /**
+   * The ports the service answers on and the processes sandboxd started to hold them: a request is served only when
+   * those processes (or their children) hold every socket listening there (listener-owner.ts).
+   */
+  listeners?(): Array<{ port: number; pids: number[] }>;
 }
 
 export const servicePrefix = '/v1/services/';
@@ -68,30 +74,38 @@ export class ServiceRegistry {
     return { service, basePath, upstreamPath };
   }
 
+  /** Starts the service and checks that what listens on its ports is what sandboxd started. */
+  async #ready(service: Service, basePath: string): Promise<void> {
+    await service.ensureStarted(basePath);
+    for (const { port, pids } of service.listeners?.() ?? []) {
+      const foreign = await foreignListener(port, pids);
+      if (foreign !== undefined) throw new ServiceError(503, foreign);
+    }
+  }
+
   /** Proxies a plain HTTP request (streamed both ways). */
   async proxyRequest(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const { service, basePath, upstreamPath } = this.#target(request);
-    await service.ensureStarted(basePath);
+    await this.#ready(service, basePath);
     await new Promise<void>((resolve, reject) => {
       const upstream = httpRequest(
         { host: '127.0.0.1', port: service.port, method: request.method, path: upstreamPath, headers: { ...forwardHeaders(request), ...service.headers?.() } },
         (upstreamResponse) => {
           response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, filterHeaders(upstreamResponse.headers));
-          upstreamResponse.pipe(response);
-          upstreamResponse.on('end', resolve);
-          upstreamResponse.on('error', reject);
+          // pipeline: an error on either side (a client gone, a service that died) ends both, never the process.
+          pipeline(upstreamResponse, response, () => resolve());
         },
       );
       upstream.on('error', (error) => reject(new ServiceError(502, `the service did not answer: ${error.message}`)));
       response.on('close', () => upstream.destroy());
-      request.pipe(upstream);
+      pipeline(request, upstream, () => undefined);
     });
   }
 
   /** Proxies a websocket (or any HTTP upgrade): replays the request to the service, then splices the sockets. */
   async proxyUpgrade(request: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
     const { service, basePath, upstreamPath } = this.#target(request);
-    await service.ensureStarted(basePath);
+    await this.#ready(service, basePath);
     const upstream: Socket = connect({ host: '127.0.0.1', port: service.port });
     await new Promise<void>((resolve, reject) => {
       upstream.once('connect', resolve);

@@ -47,10 +47,12 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       let closed = false;
       const timers: NodeJS.Timeout[] = [];
       let unsubscribe = () => {};
+      let forget = () => {};
       const close = () => {
         if (closed) return;
         closed = true;
         unsubscribe();
+        forget();
         for (const timer of timers) clearInterval(timer);
         log.close();
         raw.end();
@@ -70,6 +72,8 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       };
 
       request.raw.on('close', close);
+      // A revoked key ends its streams.
+      forget = context.connections.add(request.owner, close);
       unsubscribe = onJobEvent(job.id, () => {
         if (drain()) close();
       });

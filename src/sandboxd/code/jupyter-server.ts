@@ -95,6 +95,7 @@ export class JupyterServer {
       stripBasePath: false,
       ensureStarted: (basePath) => this.ensureStarted(basePath),
       headers: () => this.authorization,
+      listeners: () => [{ port: this.port, pids: this.#process?.pid === undefined ? [] : [this.#process.pid] }],
     };
   }
 

@@ -130,7 +130,15 @@ export class Desktop {
 
   /** The noVNC viewer as a proxied service: it starts the whole desktop on the first request. */
   service(): Service {
-    return { port: this.#options.webPort, stripBasePath: true, ensureStarted: () => this.ensureViewer() };
+    return {
+      port: this.#options.webPort,
+      stripBasePath: true,
+      ensureStarted: () => this.ensureViewer(),
+      listeners: () => [
+        { port: this.#options.webPort, pids: this.#websockify?.child.pid === undefined ? [] : [this.#websockify.child.pid] },
+        { port: this.#options.vncPort, pids: this.#x11vnc?.child.pid === undefined ? [] : [this.#x11vnc.child.pid] },
+      ],
+    };
   }
 
   /** Starts Xvfb and openbox unless they run; resolves once both are ready. */
