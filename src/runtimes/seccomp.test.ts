@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  AF_VSOCK,
   BPF_JA,
   BPF_JEQ_K,
   BPF_JGE_K,
@@ -103,6 +104,19 @@ describe.each<SeccompArch>(['x86_64', 'aarch64'])('the seccomp filter for %s', (
     expect(call('unshare', [CLONE_NEWUSER | CLONE_NEWNS])).toBe(eperm);
   });
 
+  it('refuses AF_VSOCK sockets and socket pairs, and only those', () => {
+    const AF_UNIX = 1;
+    const AF_INET = 2;
+    const AF_INET6 = 10;
+    const AF_NETLINK = 16;
+    const SOCK_STREAM = 1;
+    for (const name of ['socket', 'socketpair']) {
+      expect(call(name, [AF_VSOCK, SOCK_STREAM]), name).toBe(eperm);
+      expect(call(name, [0x1_0000_0000 * 3 + AF_VSOCK, SOCK_STREAM]), `${name} with high bits`).toBe(eperm); // the kernel reads an int
+      for (const family of [AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, 0]) expect(call(name, [family, SOCK_STREAM]), `${name}(${family})`).toBe(SECCOMP_RET_ALLOW);
+    }
+  });
+
   it('answers clone3 with ENOSYS, so libc falls back to clone', () => {
     expect(call('clone3')).toBe(enosys);
   });
@@ -132,10 +146,25 @@ describe('the x86_64 filter', () => {
     expect(run(program, { nr: X32_SYSCALL_BIT | 1, arch: auditArch.x86_64 })).toBe(eperm);
     expect(run(program, { nr: X32_SYSCALL_BIT | 39, arch: auditArch.x86_64 })).toBe(eperm);
   });
-  it('denies iopl and ioperm, which aarch64 does not have', () => {
+  it('denies iopl, ioperm and modify_ldt, which aarch64 does not have', () => {
     expect(run(program, { nr: 172, arch: auditArch.x86_64 })).toBe(eperm);
     expect(run(program, { nr: 173, arch: auditArch.x86_64 })).toBe(eperm);
-    expect(syscallNumber('aarch64', 'iopl')).toBeUndefined();
+    expect(run(program, { nr: 154, arch: auditArch.x86_64 })).toBe(eperm);
+    for (const name of ['iopl', 'ioperm', 'modify_ldt']) expect(syscallNumber('aarch64', name), name).toBeUndefined();
+  });
+  it('has the socket calls at their x86_64 numbers', () => {
+    expect(run(program, { nr: 41, arch: auditArch.x86_64, args: [AF_VSOCK] })).toBe(eperm);
+    expect(run(program, { nr: 53, arch: auditArch.x86_64, args: [AF_VSOCK] })).toBe(eperm);
+    expect(run(program, { nr: 41, arch: auditArch.x86_64, args: [2] })).toBe(SECCOMP_RET_ALLOW);
+  });
+});
+
+describe('the aarch64 filter', () => {
+  it('has the socket calls at their aarch64 numbers', () => {
+    const program = seccompInstructions('aarch64');
+    expect(run(program, { nr: 198, arch: auditArch.aarch64, args: [AF_VSOCK] })).toBe(eperm);
+    expect(run(program, { nr: 199, arch: auditArch.aarch64, args: [AF_VSOCK] })).toBe(eperm);
+    expect(run(program, { nr: 198, arch: auditArch.aarch64, args: [2] })).toBe(SECCOMP_RET_ALLOW);
   });
 });
 

@@ -1,16 +1,19 @@
 // The sandbox's system-call filter: one policy, compiled here to a classic-BPF seccomp program (no libseccomp, no
-// helper binary) for x86_64 and aarch64. bwrap loads it with `--seccomp FD`; later runtimes reuse the same policy
-// (the lists below) for their own formats. The filter only ever takes away: every syscall not named here is allowed,
-// and what it denies returns an error (EPERM, or ENOSYS where libc must fall back), never a crash — except a foreign
-// ABI (a 32-bit `int 0x80` call on x86_64, say), which kills the process: nothing in the rootfs uses one, and
-// exploits use it to slip past filters written for the native table.
+// helper binary) for x86_64 and aarch64. bwrap loads it with `--seccomp FD`; docker and gvisor containers and sandboxd
+// in a microVM get the same program from seccomp-launcher.ts. The filter only ever takes away: every syscall not named
+// here is allowed, and what it denies returns an error (EPERM, or ENOSYS where libc must fall back), never a crash —
+// except a foreign ABI (a 32-bit `int 0x80` call on x86_64, say), which kills the process: nothing in the rootfs uses
+// one, and exploits use it to slip past filters written for the native table.
 //
 // Why these: a coding sandbox never needs them, and each widens the kernel's attack surface (mount and the new mount
 // API, kexec, modules, bpf, perf, userfaultfd, io_uring, keyrings, namespaces, file handles, raw I/O ports, clocks,
-// swap, quotas, accounting, the kernel log). Most already fail without capabilities; the filter makes sure the kernel
-// code behind them is never reached. ptrace stays allowed: inside its own pid and user namespace a sandbox can only
-// see and trace its own processes (host processes have no pid there), and gdb and strace need it; since Linux 4.8
-// seccomp re-checks a syscall after a tracer changes it, so ptrace cannot be used to dodge this filter.
+// swap, quotas, accounting, the kernel log), or reaches past the sandbox: AF_VSOCK sockets talk to the hypervisor
+// and other VMs on the same host (virtio-vsock, VMCI, Hyper-V sockets) without any network namespace in the way, and
+// modify_ldt (x86_64) installs 16-bit and 32-bit segments, kernel code behind several past exploits. Most already fail
+// without capabilities; the filter makes sure the kernel code behind them is never reached. ptrace stays allowed:
+// inside its own pid and user namespace a sandbox can only see and trace its own processes (host processes have no pid
+// there), and gdb and strace need it; since Linux 4.8 seccomp re-checks a syscall after a tracer changes it, so ptrace
+// cannot be used to dodge this filter.
 
 export type SeccompArch = 'x86_64' | 'aarch64';
 
@@ -30,6 +33,8 @@ export const deniedSyscalls = [
   // the machine: power, swap, clocks, quotas, accounting, the kernel log, terminals, I/O ports
   'reboot', 'swapon', 'swapoff', 'settimeofday', 'clock_settime', 'clock_adjtime', 'quotactl', 'quotactl_fd', 'acct',
   'lookup_dcookie', 'vhangup', 'nfsservctl', 'syslog', 'fanotify_init', 'iopl', 'ioperm', 'uselib', '_sysctl', 'ustat', 'sysfs',
+  // x86 segments (x86_64 only)
+  'modify_ldt',
 ] as const;
 
 /** Answered with ENOSYS so that libc falls back: clone3 takes its flags in a struct the filter cannot read. */
@@ -39,6 +44,10 @@ export const unimplementedSyscalls = ['clone3'] as const;
 export const userNamespaceCheckedSyscalls = ['clone', 'unshare'] as const;
 export const CLONE_NEWUSER = 0x10000000;
 
+/** Allowed unless their first argument (the address family) is AF_VSOCK: a way to the hypervisor and other VMs. */
+export const addressFamilyCheckedSyscalls = ['socket', 'socketpair'] as const;
+export const AF_VSOCK = 40;
+
 /**
  * personality() values allowed (the rest get EPERM): the default (PER_LINUX), PER_LINUX32, UNAME26 and the query.
  * ADDR_NO_RANDOMIZE (which gdb and `setarch -R` use to turn off ASLR), READ_IMPLIES_EXEC and MMAP_PAGE_ZERO are
@@ -46,14 +55,19 @@ export const CLONE_NEWUSER = 0x10000000;
  */
 export const allowedPersonalities = [0x0, 0x8, 0x20000, 0x20008, 0xffffffff] as const;
 
-type SyscallName = (typeof deniedSyscalls)[number] | (typeof unimplementedSyscalls)[number] | (typeof userNamespaceCheckedSyscalls)[number] | 'personality';
+type SyscallName =
+  | (typeof deniedSyscalls)[number]
+  | (typeof unimplementedSyscalls)[number]
+  | (typeof userNamespaceCheckedSyscalls)[number]
+  | (typeof addressFamilyCheckedSyscalls)[number]
+  | 'personality';
 
 /** Syscall numbers (from the kernel's unistd_64.h and asm-generic/unistd.h); absent where the arch has no such call. */
 const syscallNumbers: Record<SeccompArch, Partial<Record<SyscallName, number>>> = {
   x86_64: {
-    clone: 56, syslog: 103, uselib: 134, personality: 135, ustat: 136, sysfs: 139, vhangup: 153, pivot_root: 155,
+    socket: 41, socketpair: 53, clone: 56, syslog: 103, uselib: 134, personality: 135, ustat: 136, sysfs: 139, vhangup: 153, pivot_root: 155,
     _sysctl: 156, chroot: 161, acct: 163, settimeofday: 164, mount: 165, umount2: 166, swapon: 167, swapoff: 168, reboot: 169,
-    iopl: 172, ioperm: 173, init_module: 175, delete_module: 176, quotactl: 179, nfsservctl: 180, lookup_dcookie: 212,
+    modify_ldt: 154, iopl: 172, ioperm: 173, init_module: 175, delete_module: 176, quotactl: 179, nfsservctl: 180, lookup_dcookie: 212,
     clock_settime: 227, kexec_load: 246, add_key: 248, request_key: 249, keyctl: 250, unshare: 272, perf_event_open: 298,
     fanotify_init: 300, name_to_handle_at: 303, open_by_handle_at: 304, clock_adjtime: 305, setns: 308, finit_module: 313,
     kexec_file_load: 320, bpf: 321, userfaultfd: 323, io_uring_setup: 425, io_uring_enter: 426, io_uring_register: 427,
@@ -64,7 +78,7 @@ const syscallNumbers: Record<SeccompArch, Partial<Record<SyscallName, number>>> 
     lookup_dcookie: 18, umount2: 39, mount: 40, pivot_root: 41, nfsservctl: 42, chroot: 51, vhangup: 58, quotactl: 60, acct: 89,
     personality: 92, unshare: 97, kexec_load: 104, init_module: 105, delete_module: 106, clock_settime: 112, syslog: 116,
     reboot: 142, settimeofday: 170, add_key: 217, request_key: 218, keyctl: 219, clone: 220, swapon: 224, swapoff: 225,
-    perf_event_open: 241, fanotify_init: 262, name_to_handle_at: 264, open_by_handle_at: 265, clock_adjtime: 266, setns: 268,
+    socket: 198, socketpair: 199, perf_event_open: 241, fanotify_init: 262, name_to_handle_at: 264, open_by_handle_at: 265, clock_adjtime: 266, setns: 268,
     finit_module: 273, bpf: 280, userfaultfd: 282, kexec_file_load: 294, io_uring_setup: 425, io_uring_enter: 426,
     io_uring_register: 427, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, clone3: 435,
     mount_setattr: 442, quotactl_fd: 443,
@@ -122,6 +136,7 @@ export function seccompInstructions(arch: SeccompArch): BpfInstruction[] {
   steps.push({ code: BPF_LD_W_ABS, k: offsetNr });
   if (arch === 'x86_64') jumpIf(BPF_JGE_K, X32_SYSCALL_BIT, 'eperm');
   for (const name of userNamespaceCheckedSyscalls) jumpIf(BPF_JEQ_K, requireNumber(arch, name), 'check-newuser');
+  for (const name of addressFamilyCheckedSyscalls) jumpIf(BPF_JEQ_K, requireNumber(arch, name), 'check-family');
   for (const name of unimplementedSyscalls) jumpIf(BPF_JEQ_K, requireNumber(arch, name), 'enosys');
   jumpIf(BPF_JEQ_K, requireNumber(arch, 'personality'), 'check-personality');
   for (const name of deniedSyscalls) {
@@ -133,6 +148,10 @@ export function seccompInstructions(arch: SeccompArch): BpfInstruction[] {
   label('check-newuser');
   steps.push({ code: BPF_LD_W_ABS, k: offsetArg0Low });
   jumpIf(BPF_JSET_K, CLONE_NEWUSER, 'eperm', 'allow');
+
+  label('check-family');
+  steps.push({ code: BPF_LD_W_ABS, k: offsetArg0Low });
+  jumpIf(BPF_JEQ_K, AF_VSOCK, 'eperm', 'allow');
 
   label('check-personality');
   steps.push({ code: BPF_LD_W_ABS, k: offsetArg0Low });

@@ -4,26 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import { deniedSyscalls, hostSeccompArch, syscallNumber } from '../../../src/runtimes/seccomp.ts';
 import { useSandbox } from '../../helpers/sandbox.ts';
+import { parseProbe as parse, probeScript } from '../../helpers/syscall-probes.ts';
 
 const arch = hostSeccompArch()!;
-
-/** A python3 program that makes each raw syscall and prints `name errno-name` per line. */
-function probeScript(calls: Array<{ name: string; number: number; args: number[] }>): string {
-  const table = JSON.stringify(calls.map((call) => [call.name, call.number, call.args]));
-  return [
-    'import ctypes, errno, json',
-    'libc = ctypes.CDLL(None, use_errno=True)',
-    'libc.syscall.restype = ctypes.c_long',
-    `for name, number, args in json.loads('${table}'):`,
-    '    ctypes.set_errno(0)',
-    '    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])',
-    "    print(name, errno.errorcode.get(ctypes.get_errno(), 'OK') if result == -1 else 'OK')",
-  ].join('\n');
-}
-
-function parse(output: string): Map<string, string> {
-  return new Map(output.trim().split('\n').map((line) => line.split(' ') as [string, string]));
-}
 
 describe('the seccomp filter in a real sandbox', () => {
   const fixture = useSandbox();
@@ -72,6 +55,34 @@ describe('the seccomp filter in a real sandbox', () => {
       'personality-query': 'OK',
       'unshare-nothing': 'OK',
     });
+  });
+
+  it('refuses AF_VSOCK sockets and socket pairs (the way to the hypervisor), not other families', async () => {
+    const AF_VSOCK = 40;
+    const SOCK_STREAM = 1;
+    const calls = [
+      { name: 'socket-vsock', number: syscallNumber(arch, 'socket')!, args: [AF_VSOCK, SOCK_STREAM, 0] },
+      { name: 'socketpair-vsock', number: syscallNumber(arch, 'socketpair')!, args: [AF_VSOCK, SOCK_STREAM, 0, 0] },
+      { name: 'socket-unix', number: syscallNumber(arch, 'socket')!, args: [1, SOCK_STREAM, 0] },
+      { name: 'socket-inet', number: syscallNumber(arch, 'socket')!, args: [2, SOCK_STREAM, 0] },
+    ];
+    const result = await fixture().sh(`python3 - <<'EOF'\n${probeScript(calls)}\nEOF\npython3 -c 'import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)' 2>&1 | tail -1`);
+    const lines = result.output.trim().split('\n');
+    expect(Object.fromEntries(parse(lines.slice(0, calls.length).join('\n')))).toEqual({ 'socket-vsock': 'EPERM', 'socketpair-vsock': 'EPERM', 'socket-unix': 'OK', 'socket-inet': 'OK' });
+    expect(lines.at(-1)).toMatch(/PermissionError: \[Errno 1\] Operation not permitted/);
+  });
+
+  it.runIf(arch === 'x86_64')('refuses modify_ldt, even the harmless read of the LDT', async () => {
+    // modify_ldt(0: read, buffer, 16): returns 0 (nothing read) or the LDT's bytes when the filter lets it through.
+    const script = [
+      'import ctypes, errno',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'buffer = ctypes.create_string_buffer(16)',
+      'result = libc.syscall(ctypes.c_long(154), ctypes.c_long(0), buffer, ctypes.c_long(16))',
+      "print('modify_ldt', errno.errorcode.get(ctypes.get_errno(), 'OK') if result == -1 else 'OK')",
+    ].join('\n');
+    const result = await fixture().sh(`python3 - <<'EOF'\n${script}\nEOF`);
+    expect(result.output.trim()).toBe('modify_ldt EPERM');
   });
 
   it.runIf(arch === 'x86_64')('refuses the x32 ABI with EPERM and kills a process that uses the i386 ABI', async () => {
