@@ -1,8 +1,11 @@
 // The docker and gvisor runtimes: each sandbox is a container (runc, or gVisor's runsc for a second kernel between the
-// agent and the host) of the sandbox image, hardened as DESIGN.md §9's verified run: --init, no network (network mode
-// none: the container's network namespace has only lo), memory (no swap), CPU and pids limits, read-only root,
-// sized tmpfs for /tmp, the home and /run, every capability dropped, no new privileges, uid 1000, the workspace as a
-// bind mount, and the same system-call policy as bwrap (seccomp-profile.ts). The Docker socket is never mounted.
+// agent and the host) of the sandbox image, hardened as DESIGN.md §9's verified run: tini as PID 1, no network
+// (network mode none: the container's network namespace has only lo), memory (no swap), CPU and pids limits,
+// read-only root, sized tmpfs for /tmp, the home and /run, every capability dropped, no new privileges, uid 1000, the
+// workspace as a bind mount. System calls: Docker's own default seccomp profile (an allow-list, never replaced
+// here), and on top of it the same filter as bwrap's, installed by the container's first process before anything else
+// runs (seccomp-launcher.ts), so no process in the container, tini included, runs without both. The Docker socket is
+// never mounted.
 // The worker reaches sandboxd through the container's stdin/stdout (`docker attach`): the guest agent
 // (runtimes/guest-agent/) multiplexes sandboxd's connections and the egress proxy's over it (runtimes/stream-mux/),
 // which works the same under runc and under gVisor (whose sockets never appear on the host), and which the sandbox
@@ -22,11 +25,11 @@ import { SandboxCgroup } from '../cgroups.ts';
 import { hasEgress, openEgressSocket, sandboxProxyPort, type EgressSocket } from '../network/sandbox-egress.ts';
 import { findExecutable, runCommand } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
-import { hostSeccompArch } from '../seccomp.ts';
+import { hostSeccompProgram } from '../seccomp.ts';
+import { seccompLauncher } from '../seccomp-launcher.ts';
 import { openHostEnd, type HostEnd } from '../stream-mux/host-end.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec, SandboxUsage } from '../types.ts';
 import { ensureSandboxImage, importedImageTag } from './docker-image.ts';
-import { dockerSeccompProfile } from './seccomp-profile.ts';
 
 const readyTimeoutMs = 60_000;
 const stopTimeoutS = 2;
@@ -230,11 +233,13 @@ export class DockerRuntime implements SandboxRuntime {
       // openbox never finishes starting under gVisor's 2022 runsc: the desktop runs without a window manager there.
       ...(this.name === 'gvisor' ? ['--no-window-manager'] : []),
     ];
-    const arch = hostSeccompArch();
+    // The launcher becomes tini (PID 1, the image's; Docker's --init would start before the filter and could be
+    // ptraced by the agent's processes, which run as the same uid), which runs the guest agent.
+    const program = hostSeccompProgram();
     return this.#docker.createContainer({
       name: `workcell-${sandboxId}`,
       Image: options.image,
-      Entrypoint: ['/usr/local/bin/node', '/run/workcell-bin/guest-agent.mjs'],
+      Entrypoint: [...(program === undefined ? [] : seccompLauncher(program)), '/usr/bin/tini', '--', '/usr/local/bin/node', '/run/workcell-bin/guest-agent.mjs'],
       Cmd: [
         '--carrier', 'stdio', '--sandboxd-socket', sandboxdSocket,
         ...(egress === undefined ? [] : ['--proxy-socket', proxySocket]),
@@ -257,7 +262,7 @@ export class DockerRuntime implements SandboxRuntime {
       StopTimeout: stopTimeoutS,
       HostConfig: {
         ...(this.name === 'gvisor' ? { Runtime: this.#config.gvisorRuntime } : {}),
-        Init: true,
+        Init: false,
         NetworkMode: 'none',
         ...(limits === undefined
           ? {}
@@ -270,7 +275,8 @@ export class DockerRuntime implements SandboxRuntime {
             }),
         ReadonlyRootfs: true,
         CapDrop: ['ALL'],
-        SecurityOpt: ['no-new-privileges', ...(arch === undefined ? [] : [`seccomp=${JSON.stringify(dockerSeccompProfile(arch, { gvisor: this.name === 'gvisor' }))}`])],
+        // No seccomp= option: Docker's default profile stays, and the launcher adds workcell's filter to it.
+        SecurityOpt: ['no-new-privileges'],
         Tmpfs: {
           '/tmp': `rw,nosuid,nodev,size=${diskMb}m`,
           '/home/agent': `rw,nosuid,nodev,size=${diskMb}m,uid=1000,gid=1000,mode=0755`,
@@ -388,7 +394,7 @@ export class DockerRuntime implements SandboxRuntime {
       jobId: spec.jobId,
       runtime: this.name,
       isolation:
-        `${this.name}: ${kernel}; read-only root, uid 1000, all capabilities dropped, no new privileges, seccomp filter, ` +
+        `${this.name}: ${kernel}; read-only root, uid 1000, all capabilities dropped, no new privileges, ${hostSeccompProgram() === undefined ? "Docker's default seccomp profile" : "Docker's default seccomp profile with workcell's seccomp filter on top"}, ` +
         `${egress === undefined ? 'no network' : `network only to ${spec.network?.allow.length ?? 0} allow-listed destination${spec.network?.allow.length === 1 ? '' : 's'} through the host's egress proxy`}; ${limitsText}`,
       client,
       exited,
