@@ -1,13 +1,16 @@
 // The guest agent: runs inside a sandbox that the host reaches through one byte stream (a container's stdin/stdout,
 // a microVM's virtio-serial port or vsock) and carries everything over it (../stream-mux/stream-mux.ts):
 //   node guest-agent.mjs --carrier stdio|DEVICE|vsock:PORT --sandboxd-socket PATH [--proxy-socket PATH]
-//        [--cgroup DIR --memory-mb N --pids N --cpus N] [--run-as UID:GID] [--statfs /workspace,/tmp] -- COMMAND...
+//        [--cgroup DIR --memory-mb N --pids N --cpus N] [--run-as UID:GID] [--seccomp] [--statfs /workspace,/tmp]
+//        -- COMMAND...
 // It reads the token (the host's first line), starts COMMAND (sandboxd) with the token on its stdin, forwards
 // sandboxd's ready line, and then bridges: channels the host opens to `sandboxd` reach sandboxd's unix socket;
 // connections to the proxy socket (which sandboxd bridges to 127.0.0.1:3128) become channels to the host's egress
 // proxy; `control:counters` and `control:stop-processes` are answered here. In a microVM (where it runs as the
 // guest's root) it also puts sandboxd in a cgroup with the sandbox's memory, pids and CPU limits and starts it as
-// the unprivileged user. It exits with sandboxd; it never logs to stdout (in a container, stdout is the carrier).
+// the unprivileged user, under the sandbox's seccomp filter (--seccomp: ../seccomp-launcher.ts; the agent itself stays
+// outside it, as it must open its vsock channel; in a container the filter is on before the agent starts). It exits
+// with sandboxd; it never logs to stdout (in a container, stdout is the carrier).
 // What it reports is the guest's word: the host uses it only to tell the agent which limit it hit.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
@@ -15,6 +18,8 @@ import { chmod, mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises'
 import { createServer, connect, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { seccompLauncher } from '../seccomp-launcher.ts';
+import { hostSeccompProgram } from '../seccomp.ts';
 import { bridgeChannel, readFirstLine, StreamMux, type MuxChannel } from '../stream-mux/stream-mux.ts';
 
 const log = (message: string, fields: Record<string, unknown> = {}) => process.stderr.write(`${JSON.stringify({ name: 'guest-agent', time: Date.now(), msg: message, ...fields })}\n`);
@@ -28,6 +33,8 @@ interface Options {
   pids: number | undefined;
   cpus: number | undefined;
   runAs: { uid: number; gid: number } | undefined;
+  /** Start COMMAND under the sandbox's seccomp filter. */
+  seccomp: boolean;
   /** Where no cgroup of ours counts refused forks (gVisor): the limit to watch the process count against. */
   watchPids: number | undefined;
   statfs: string[];
@@ -46,6 +53,7 @@ function parseOptions(argv: string[]): Options {
       pids: { type: 'string' },
       cpus: { type: 'string' },
       'run-as': { type: 'string' },
+      seccomp: { type: 'boolean', default: false },
       'watch-pids': { type: 'string' },
       statfs: { type: 'string', default: '/workspace,/tmp' },
     },
@@ -53,7 +61,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   if (values.carrier === undefined || values['sandboxd-socket'] === undefined || positionals.length === 0) {
-    throw new Error('usage: guest-agent --carrier stdio|DEVICE|vsock:PORT --sandboxd-socket PATH [--proxy-socket PATH] [--cgroup DIR --memory-mb N --pids N --cpus N] [--run-as UID:GID] -- COMMAND...');
+    throw new Error('usage: guest-agent --carrier stdio|DEVICE|vsock:PORT --sandboxd-socket PATH [--proxy-socket PATH] [--cgroup DIR --memory-mb N --pids N --cpus N] [--run-as UID:GID] [--seccomp] -- COMMAND...');
   }
   const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
   const runAs = values['run-as'] === undefined ? undefined : /^(\d+):(\d+)$/.exec(values['run-as']);
@@ -66,6 +74,7 @@ function parseOptions(argv: string[]): Options {
     pids: number(values.pids),
     cpus: number(values.cpus),
     runAs: runAs === undefined || runAs === null ? undefined : { uid: Number(runAs[1]), gid: Number(runAs[2]) },
+    seccomp: values.seccomp,
     watchPids: number(values['watch-pids']),
     statfs: values.statfs.split(',').filter(Boolean),
     command: positionals,
@@ -270,10 +279,20 @@ async function main(): Promise<void> {
     fail(`cannot set up the sandbox's cgroup: ${String(error)}`);
     return;
   }
-  // In a VM: join the cgroup as root, then drop to the sandbox user for good (no capabilities, no new privileges).
+  // In a VM: join the cgroup as root, then drop to the sandbox user for good (no capabilities, no new privileges),
+  // then put on the seccomp filter; each step execs the next, so sandboxd is the same process.
   const [file, ...args] = options.command as [string, ...string[]];
   const drop = options.runAs === undefined ? [] : ['/usr/bin/setpriv', `--reuid=${options.runAs.uid}`, `--regid=${options.runAs.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--'];
-  const command = cgroup === undefined ? [...drop, file, ...args] : ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && shift && exec "$@"', cgroup, 'workcell', ...drop, file, ...args];
+  let filter: string[] = [];
+  if (options.seccomp) {
+    const program = hostSeccompProgram();
+    if (program === undefined) {
+      fail(`the seccomp filter has no system-call table for ${process.arch}`);
+      return;
+    }
+    filter = seccompLauncher(program);
+  }
+  const command = cgroup === undefined ? [...drop, ...filter, file, ...args] : ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && shift && exec "$@"', cgroup, 'workcell', ...drop, ...filter, file, ...args];
   const child: ChildProcess = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], cwd: existsSync('/workspace') ? '/workspace' : '/' });
   child.stdin!.on('error', () => undefined);
   child.stdin!.end(`${token}\n`);

@@ -2,7 +2,8 @@
 # /init of the workcell microVM (runtimes/microvm/initramfs.ts packs it with a static busybox, the virtio modules,
 # sandboxd and the guest agent). It loads the modules, mounts the rootfs disk (read-only) under a tmpfs
 # overlay, the workspace disk at /workspace and sized tmpfs at /tmp, /home/agent and /run, then becomes
-# tini running the guest agent, which starts sandboxd as uid 1000 in a cgroup with the sandbox's limits and carries
+# tini running the guest agent, which starts sandboxd as uid 1000 in a cgroup with the sandbox's limits, under the
+# sandbox's seccomp filter (the guest agent, root, stays outside it to keep its vsock channel), and carries
 # its traffic over the host channel (virtio-serial port "workcell.mux", or vsock under Firecracker).
 # Its settings come from the kernel command line (workcell.*=...): nothing secret is there (the token comes over
 # the channel). Any failure powers the VM off, so the host sees the VM exit instead of a hang.
@@ -81,6 +82,6 @@ export HOME=/home/agent USER=agent LOGNAME=agent LANG=C.UTF-8 PATH=/usr/local/sb
 cd /newroot/workspace 2>/dev/null
 exec switch_root /newroot /usr/bin/tini -s -- /usr/local/bin/node /run/workcell-bin/guest-agent.mjs \
   --carrier "$carrier" --sandboxd-socket /run/workcell/sandboxd.sock $proxy \
-  --cgroup sandbox --memory-mb "$(param memory 1024)" --pids "$(param pids 512)" --cpus "$(param cpus 1)" --run-as 1000:1000 \
+  --cgroup sandbox --memory-mb "$(param memory 1024)" --pids "$(param pids 512)" --cpus "$(param cpus 1)" --run-as 1000:1000 --seccomp \
   -- /usr/local/bin/node /run/workcell-bin/sandboxd.mjs --socket /run/workcell/sandboxd.sock --workspace /workspace \
   --label "$label" $sandboxd_proxy --jupyter-base-url "/jobs/$job/jupyter/"

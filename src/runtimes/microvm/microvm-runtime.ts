@@ -348,7 +348,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       runtime: this.name,
       isolation:
         `microvm: ${describeVmm(options.vmm)}, its own guest kernel (the host kernel is not reachable from the sandbox), ${options.vcpus} vCPU, ${options.memoryMb} MB RAM; ` +
-        `uid 1000 in the guest, ${network}; limits: ${limits.cpus} CPU, ${limits.memoryMb} MB memory, ${limits.pids} processes (guest cgroup), /tmp ${limits.diskMb} MB, workspace disk copied back when the VM stops`,
+        `uid 1000 in the guest under the seccomp filter (on the guest's kernel), ${network}; limits: ${limits.cpus} CPU, ${limits.memoryMb} MB memory, ${limits.pids} processes (guest cgroup), /tmp ${limits.diskMb} MB, workspace disk copied back when the VM stops`,
       client,
       exited,
       destroy,
