@@ -21,6 +21,12 @@ packages=(
   bubblewrap debootstrap debian-archive-keyring util-linux passwd procps iproute2
   ca-certificates curl tar xz-utils python3 make g++
   chromium   # the browser the web UI and noVNC tests drive (Playwright with executablePath /usr/bin/chromium)
+  # Programs tests run on the host itself (the sandbox image has its own): test/helpers/host-tools.ts names each test.
+  ripgrep    # rg: search_files' unit tests (src/sandboxd/files/search.test.ts)
+  unzip      # Info-ZIP reads the workspace zip back (src/jobs/artifacts.test.ts)
+  lz4        # the microVM kernel's LZ4 decoder against the real tool (src/runtimes/microvm/microvm.test.ts)
+  vim        # a full-screen program the shell closes (src/sandboxd/shell/bash-session.test.ts)
+  mount      # mount, umount: workspace disks, the bwrap run directory, the reaper's tests
 )
 # Docker, for the docker and gvisor runtimes and their tests, which start dockerd themselves when none is running
 # (nothing here starts it). Where Docker came some other way (docker-ce conflicts with docker.io), it is left alone.

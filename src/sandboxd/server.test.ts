@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { requireHostTool } from '../../test/helpers/host-tools.ts';
 import { SandboxdClient, SandboxdError } from '../runtimes/sandboxd-client.ts';
 import { errorResponse, readyLine } from './protocol.ts';
 import { createSandboxdServer, type SandboxdServer } from './server.ts';
@@ -287,6 +288,7 @@ describe('shell sessions, search and listing over HTTP', () => {
   });
 
   it('searches and lists with validation of every field', async () => {
+    requireHostTool('rg');
     const sandboxd = await startServer();
     await sandboxd.call('writeFile', { path: 'src/a.py', content: 'def needle():\n    pass\n' });
     await sandboxd.call('writeFile', { path: 'node_modules/x/index.js', content: 'needle\n' });

@@ -1,13 +1,17 @@
 import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { requireHostTool } from '../../../test/helpers/host-tools.ts';
 import { SandboxdToolError } from '../errors.ts';
 import { maxSearchMatches } from '../protocol.ts';
 import { maxLineChars, searchFiles } from './search.ts';
 
 let base: string;
 let root: string;
+
+// searchFiles runs ripgrep, the host's here.
+beforeAll(() => void requireHostTool('rg'));
 
 beforeEach(async () => {
   base = await realpath(await mkdtemp(join(tmpdir(), 'workcell-search-')));

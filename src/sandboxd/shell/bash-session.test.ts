@@ -3,6 +3,7 @@ import { mkdtemp, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { requireHostTool } from '../../../test/helpers/host-tools.ts';
 import { BashSession } from './bash-session.ts';
 import { descendantsOf } from './process-tree.ts';
 import { alternateScreenNote } from './terminal-text.ts';
@@ -135,6 +136,7 @@ describe('BashSession on a PTY', () => {
   });
 
   it('closes a full-screen program with its quit keys, and says it was there', async () => {
+    requireHostTool('vim');
     await run('printf "some text\\n" > file.txt');
     const result = await run('vim -u NONE -N file.txt', 1000);
     expect(result).toMatchObject({ timed_out: true, exit_code: null, session_restarted: false });

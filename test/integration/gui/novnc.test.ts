@@ -7,6 +7,7 @@
 import { chromium, type Browser } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { post, startTestApp, type TestApp } from '../../helpers/app.ts';
+import { requireHostTool } from '../../helpers/host-tools.ts';
 import { decodePng } from '../../helpers/png.ts';
 import { openWebSocket } from '../../helpers/websocket.ts';
 
@@ -54,7 +55,7 @@ async function cancel(jobId: string, headers: Record<string, string> = {}): Prom
 
 /** Opens noVNC in Chromium at `path` and waits until its canvas shows the desktop with the (white) xterm on it. */
 async function watchDesktop(path: string): Promise<{ canvas: { width: number; height: number; white: number; colours: number }; png: Buffer; url: string }> {
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: chromiumFlags });
+  browser = await chromium.launch({ executablePath: requireHostTool('chromium'), headless: true, args: chromiumFlags });
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   await page.goto(`${app!.url}${path}`);
   // Evaluated in the page (this project's TypeScript has no DOM types): the canvas's pixels once the xterm shows.
