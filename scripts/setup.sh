@@ -142,8 +142,11 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   log "npm ci"
   npm ci --no-audit --no-fund
 fi
+# `workcell` on PATH: /usr/local/bin/workcell runs this checkout with the Node above, whatever node a user's PATH finds
+# first, as the server's own process (signals reach it; through npx they reach only npm).
+scripts/install-command.sh /usr/local/bin
 log "sandbox rootfs"
 # The rootfs build installs npm packages inside the image: from this host's registry.
 export npm_config_registry="${npm_config_registry:-$registry/}"
 node src/cli/main.ts image build
-log "done: node $(node -v), npm $(npm -v); run the tests with: npm test"
+log "done: node $(node -v), npm $(npm -v); run the tests with: npm test; start the server with: workcell serve"

@@ -108,8 +108,17 @@ export async function serve(flags: Partial<Pick<Config, 'port' | 'host' | 'dataD
   const app = await startApp(config, logger);
   logger.info({ url: app.url, dataDir: config.dataDir, concurrency: config.concurrency, model: config.model ?? null }, 'workcell is listening');
   process.stderr.write(`workcell listening on ${app.url}\n`);
-  const shutdown = (signal: string) => {
+  // The server's own process gets the signals (`workcell` execs node; see scripts/install-command.sh): the first one
+  // stops the workers (running jobs are put back for the next start) and the API, then exits; a second one exits at once.
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      process.stderr.write(`workcell: ${signal} again: exiting without waiting for the shutdown to finish\n`);
+      process.exit(1);
+    }
+    stopping = true;
     logger.info({ signal }, 'shutting down');
+    process.stderr.write(`workcell: ${signal}: shutting down\n`);
     app.close().then(
       () => process.exit(0),
       (error: unknown) => {
@@ -118,8 +127,8 @@ export async function serve(flags: Partial<Pick<Config, 'port' | 'host' | 'dataD
       },
     );
   };
-  process.once('SIGINT', shutdown);
-  process.once('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
 }
 
 /** The OpenAPI document, generated from the route schemas without starting anything. */
