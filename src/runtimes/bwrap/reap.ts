@@ -4,14 +4,18 @@
 //   - A sandbox is alive while a labelled process of it exists in this pid namespace: bwrap itself, started by its
 //     server with --die-with-parent, so it dies with that server. Its directories are left alone.
 //   - Labelled processes only inside a sandbox pid namespace (their bwrap is gone) are an orphaned process tree:
-//     every process of that namespace is killed.
+//     every process of that namespace is killed; but only a bwrap sandbox's tree, whose namespace's init (pid 1 there)
+//     is bwrap itself, labelled with the same id, in a user namespace of its own. Other runtimes label their sandboxd
+//     the same way: a docker container's processes are visible here too, as uid 1000, which is also the uid of a
+//     non-root server that runs bwrap sandboxes as itself; they are never this reaper's.
 //   - Directories of sandboxes with no labelled process are removed (unmounted first when they are mount points),
 //     once they have not changed for `graceMs`: a sandbox being created by another server has its directory a
 //     moment before its bwrap starts.
 // Several servers may share one run directory: nothing that belongs to a live sandbox is touched. This module must
-// never kill a process outside a sandbox's pid namespace, nor one that is not the sandbox user's.
-import { readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+// never kill a process outside a bwrap sandbox's pid namespace, nor one that is not the sandbox user's, and never
+// follows a symlink it finds in the run directory.
+import { lstat, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { findExecutable, runCommand } from '../probe.ts';
 
@@ -28,7 +32,12 @@ export interface OrphanReport {
 interface LabelledProcess {
   pid: number;
   sandboxId: string;
+  /** The basename of argv[0]: bwrap for a bwrap sandbox's outer process and its namespace's init. */
+  program: string;
   namespace: string | undefined;
+  userNamespace: string | undefined;
+  /** Is it pid 1 of a pid namespace below this one? */
+  namespaceInit: boolean;
   uid: number | undefined;
 }
 
@@ -41,11 +50,33 @@ export async function labelledProcesses(): Promise<LabelledProcess[]> {
     const at = argv.indexOf('--label');
     const sandboxId = at === -1 ? undefined : argv[at + 1];
     if (sandboxId === undefined || !sandboxIdPattern.test(sandboxId)) continue;
-    const [namespace, status] = await Promise.all([readlink(`/proc/${entry}/ns/pid`).catch(() => undefined), readFile(`/proc/${entry}/status`, 'utf8').catch(() => '')]);
+    const [namespace, userNamespace, status] = await Promise.all([
+      readlink(`/proc/${entry}/ns/pid`).catch(() => undefined),
+      readlink(`/proc/${entry}/ns/user`).catch(() => undefined),
+      readFile(`/proc/${entry}/status`, 'utf8').catch(() => ''),
+    ]);
     const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    found.push({ pid: Number(entry), sandboxId, namespace, uid: uid === undefined ? undefined : Number(uid) });
+    // NSpid: the pid in each pid namespace from this one down; `NSpid: 4711 1` is the init of a namespace below.
+    const nsPids = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+    found.push({
+      pid: Number(entry),
+      sandboxId,
+      program: basename(argv[0] ?? ''),
+      namespace,
+      userNamespace,
+      namespaceInit: nsPids.length > 1 && nsPids.at(-1) === '1',
+      uid: uid === undefined ? undefined : Number(uid),
+    });
   }
   return found;
+}
+
+/**
+ * Is `each` the init of an orphaned bwrap sandbox: bwrap (pid 1 of its pid namespace, the outer bwrap that started it
+ * gone) in a user namespace of its own? A container's processes (docker runs sandboxd with the same label) are not.
+ */
+function isBwrapSandboxInit(each: LabelledProcess, own: { pid: string | undefined; user: string | undefined }): boolean {
+  return each.namespaceInit && each.program === 'bwrap' && each.namespace !== undefined && each.namespace !== own.pid && each.userNamespace !== undefined && each.userNamespace !== own.user;
 }
 
 async function namespaceMembers(namespace: string): Promise<Array<{ pid: number; uid: number | undefined }>> {
@@ -62,8 +93,8 @@ async function namespaceMembers(namespace: string): Promise<Array<{ pid: number;
 
 /** Unmounts `path` when something is mounted on it (it is on another device than its parent), then removes it. */
 async function removeDir(path: string, parentDevice: number): Promise<void> {
-  const info = await stat(path).catch(() => undefined);
-  if (info === undefined) return;
+  const info = await lstat(path).catch(() => undefined);
+  if (info === undefined || !info.isDirectory()) return;
   if (info.dev !== parentDevice) {
     const umount = findExecutable('umount');
     if (umount !== undefined) {
@@ -84,12 +115,12 @@ export async function reapBwrapOrphans(options: {
   now?: number;
 }): Promise<OrphanReport> {
   const report: OrphanReport = { dirs: [], processes: [] };
-  const ownNamespace = await readlink('/proc/self/ns/pid').catch(() => undefined);
+  const own = { pid: await readlink('/proc/self/ns/pid').catch(() => undefined), user: await readlink('/proc/self/ns/user').catch(() => undefined) };
   const labelled = await labelledProcesses();
-  const alive = new Set(labelled.filter((each) => each.namespace === ownNamespace).map((each) => each.sandboxId));
+  const alive = new Set(labelled.filter((each) => each.namespace === own.pid).map((each) => each.sandboxId));
 
-  // Process trees whose bwrap is gone: kill their namespaces.
-  const orphanNamespaces = new Set(labelled.filter((each) => !alive.has(each.sandboxId) && each.namespace !== undefined && each.namespace !== ownNamespace).map((each) => each.namespace!));
+  // bwrap sandbox trees whose outer bwrap is gone: kill their namespaces.
+  const orphanNamespaces = new Set(labelled.filter((each) => !alive.has(each.sandboxId) && isBwrapSandboxInit(each, own)).map((each) => each.namespace!));
   for (const namespace of orphanNamespaces) {
     for (const member of await namespaceMembers(namespace)) {
       if (member.uid !== options.sandboxUid) continue;
@@ -109,7 +140,7 @@ export async function reapBwrapOrphans(options: {
       const sandboxId = entryPattern.exec(entry)?.[1];
       if (sandboxId === undefined || alive.has(sandboxId)) continue;
       const path = join(options.runDir, entry);
-      const info = await stat(path).catch(() => undefined);
+      const info = await lstat(path).catch(() => undefined);
       if (info === undefined || !info.isDirectory() || now - info.mtimeMs < options.graceMs) continue;
       try {
         await removeDir(path, parent.dev);

@@ -134,18 +134,17 @@ export class DockerRuntime implements SandboxRuntime {
     }
   }
 
-  /** Removes containers with our labels whose server process (on this host) is gone. */
+  /** Removes this runtime's containers (docker or gvisor) whose server process (on this host) is gone. */
   async reapOrphans(): Promise<{ dirs: string[]; processes: number[] }> {
     const report = { dirs: [] as string[], processes: [] as number[] };
     if ((await this.#checkEngine()) !== undefined) return report;
-    const containers = await this.#docker.listContainers({ all: true, filters: { label: ['workcell.sandbox'] } }).catch(() => []);
+    const containers = await this.#docker.listContainers({ all: true, filters: { label: ['workcell.sandbox', `workcell.runtime=${this.name}`] } }).catch(() => []);
     const host = hostname();
     for (const container of containers) {
       const label = container.Labels['workcell.owner'] ?? '';
       const match = /^(.*)\/(\d+)\.(\d+)$/.exec(label);
       if (match === null || match[1] !== host) continue; // another host's server: not ours to judge
       if ((await processStartTime(Number(match[2]))) === match[3]) continue; // its server is alive
-      // gVisor containers are reaped by the docker variant too: the labels are the same.
       await this.#docker.getContainer(container.Id).remove({ force: true, v: true }).then(
         () => report.dirs.push(`container ${container.Names[0] ?? container.Id}`),
         () => undefined,

@@ -1,5 +1,6 @@
-// Orphans of dead servers, reaped by the bwrap runtime: stale run and socket directories go, a process tree whose
-// bwrap is gone is killed, and nothing of a live sandbox (this test's, or another server's) is touched.
+// Orphans of dead servers, reaped by the bwrap runtime: stale run and socket directories go, a bwrap sandbox's process
+// tree whose bwrap is gone is killed, and nothing of a live sandbox (this test's, another server's, another runtime's)
+// is touched. test/integration/runtimes/docker-reap.test.ts has the bwrap reaper beside a live docker sandbox.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -75,33 +76,39 @@ describe('reaping orphaned bwrap sandboxes', () => {
     });
   });
 
-  it.runIf(process.getuid?.() === 0)('kills a labelled process tree whose bwrap is gone, and only that', async () => {
+  it.runIf(process.getuid?.() === 0)("kills a bwrap sandbox's process tree whose bwrap is gone, and not another runtime's labelled tree", async () => {
     const user = await lookupUser(config.sandboxUser);
     if (user === undefined) throw new Error(`the sandbox user ${config.sandboxUser} is missing: run scripts/setup.sh`);
-    const id = fakeId();
-    // An outer process in this pid namespace (without the label on its own command line) starts a labelled process
-    // as pid 1 of a new pid namespace, as the sandbox user; then the outer one dies and leaves it behind.
-    const outer = spawn(
-      'unshare',
-      ['--pid', '--fork', 'setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'sh', '-c', 'exec /usr/bin/python3 -c "import time; time.sleep(600)" --label "$LABEL"'],
-      { env: { ...process.env, LABEL: id }, stdio: 'ignore', detached: true },
-    );
-    let inner: number | undefined;
+    const setpriv = ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups'];
+    const sleeper = ['/usr/bin/python3', '-c', 'import time; time.sleep(600)'];
+    // A bwrap sandbox as the runtime makes one (new pid and user namespaces, bwrap as their init, the label on the
+    // command line), without --die-with-parent: when its outer bwrap dies, the tree inside is left behind.
+    const bwrapId = fakeId();
+    const bwrap = spawn(setpriv[0]!, [...setpriv.slice(1), 'bwrap', '--unshare-pid', '--unshare-user', '--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', '--', ...sleeper, '--label', bwrapId], { stdio: 'ignore', detached: true });
+    // Another runtime's sandbox (a container's sandboxd carries the same kind of label): a labelled process, the same
+    // user, pid 1 of its own pid namespace, but not started by bwrap. Its starter dies too.
+    const otherId = fakeId();
+    const other = spawn('unshare', ['--pid', '--fork', ...setpriv, 'sh', '-c', 'exec "$@" --label "$LABEL"', 'sh', ...sleeper], { env: { ...process.env, LABEL: otherId }, stdio: 'ignore', detached: true });
+    const inside = async (id: string) => (await labelledProcesses()).filter((each) => each.sandboxId === id && each.namespace !== ownNamespace);
+    const ownNamespace = await readlink('/proc/self/ns/pid');
     try {
-      await waitUntil(async () => {
-        inner = (await labelledProcesses()).find((each) => each.sandboxId === id)?.pid;
-        return inner !== undefined;
-      }, 10_000, 'the labelled process');
-      outer.kill('SIGKILL');
-      await new Promise((resolve) => outer.once('exit', resolve));
-      expect(await exists(`/proc/${inner}`)).toBe(true);
+      await waitUntil(async () => (await inside(bwrapId)).length === 2 && (await inside(otherId)).length === 1, 10_000, 'both labelled trees');
+      for (const starter of [bwrap, other]) {
+        starter.kill('SIGKILL');
+        await new Promise((resolve) => starter.once('exit', resolve));
+      }
+      const bwrapTree = (await inside(bwrapId)).map((each) => each.pid);
+      const otherTree = (await inside(otherId)).map((each) => each.pid);
+      expect(bwrapTree).toHaveLength(2); // bwrap as the namespace's init, and the sleeper
       const report = await testRuntime(config).reapOrphans();
-      expect(report.processes).toContain(inner);
-      await waitUntil(async () => !(await labelledProcesses()).some((each) => each.sandboxId === id), 5000, 'the orphan to die');
+      expect(report.processes).toEqual(expect.arrayContaining(bwrapTree));
+      for (const pid of otherTree) expect(report.processes).not.toContain(pid);
+      await waitUntil(async () => (await inside(bwrapId)).length === 0, 5000, 'the orphaned bwrap tree to die');
+      expect((await inside(otherId)).map((each) => each.pid)).toEqual(otherTree);
     } finally {
-      if (inner !== undefined) {
+      for (const each of [...(await inside(bwrapId)), ...(await inside(otherId))]) {
         try {
-          process.kill(inner, 'SIGKILL');
+          process.kill(each.pid, 'SIGKILL');
         } catch {
           // already gone
         }
