@@ -57,7 +57,7 @@ export const configSchema = z.object({
   microvmAccel: z.enum(['auto', 'kvm', 'tcg']).default('auto').describe('WORKCELL_MICROVM_ACCEL: QEMU acceleration; auto: KVM when usable (hardware virtualization exposed), else TCG (emulation, about 14x slower)'),
   microvmKernelDir: z.string().min(1).optional().describe("WORKCELL_MICROVM_KERNEL_DIR: an unpacked Debian linux-image-*-cloud-amd64 (boot/vmlinuz-*, lib/modules/*); default: <image dir>/kernel (scripts/setup.sh puts it there)"),
   imageDir: z.string().min(1).default(defaultImageDir).describe('WORKCELL_IMAGE_DIR: built rootfs images and the sandboxd bundle'),
-  runDir: z.string().min(1).default(defaultRunDir).describe('WORKCELL_RUN_DIR: sandbox sockets (short path: unix sockets allow 107 bytes)'),
+  runDir: z.string().min(1).default(defaultRunDir).describe("WORKCELL_RUN_DIR: sandbox sockets (short path: unix sockets allow 107 bytes); must be the server user's own and writable by no one else, nor may any directory above it be (sandboxes are refused otherwise; runtimes/run-dir.ts); default /run/workcell as root, else $XDG_RUNTIME_DIR/workcell or /tmp/workcell-<uid>/workcell"),
   sandboxUser: z.string().min(1).default('workcell-sandbox').describe('WORKCELL_SANDBOX_USER: unprivileged host user sandboxes run as when the server runs as root'),
   debianMirror: z.url().default('http://deb.debian.org/debian').describe('WORKCELL_DEBIAN_MIRROR: mirror for building the rootfs'),
   wallTimeS: integer(1, 7 * 24 * 3600).default(3600).describe('WORKCELL_WALL_TIME_S: default wall-clock limit per job'),

@@ -20,6 +20,7 @@ import { ensureRootfs } from '../image.ts';
 import { hasEgress, openEgressSocket, sandboxEgressDir, sandboxProxyPort, sandboxProxySocket, type EgressSocket } from '../network/sandbox-egress.ts';
 import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExecutable, lookupUser, probeBwrap, runCommand, type BwrapHost } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
+import { ensureRunDir } from '../run-dir.ts';
 import { reapBwrapOrphans, type OrphanReport } from './reap.ts';
 import { hostSeccompArch, hostSeccompProgram } from '../seccomp.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec } from '../types.ts';
@@ -130,7 +131,7 @@ export class BwrapRuntime implements SandboxRuntime {
 
     const log = this.#logger?.child({ jobId: spec.jobId, sandboxId });
     if (hostSeccompArch() === undefined) throw new WorkcellError('runtime_unavailable', `the sandbox's seccomp filter has no syscall table for ${process.arch}: bwrap sandboxes run on x86_64 and aarch64 only`);
-    await mkdir(this.#config.runDir, { recursive: true, mode: 0o755 });
+    await ensureRunDir(this.#config.runDir);
     await mkdir(runDir, { mode: 0o700 });
     let runDirMounted = false;
     let egress: EgressSocket | undefined;

@@ -18,6 +18,7 @@ import { lstat, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { findExecutable, runCommand } from '../probe.ts';
+import { runDirToReap } from '../run-dir.ts';
 
 export const sandboxIdPattern = /^sb-[a-z0-9]{12}$/;
 const entryPattern = /^(sb-[a-z0-9]{12})(-net)?$/;
@@ -133,7 +134,7 @@ export async function reapBwrapOrphans(options: {
     }
   }
 
-  const parent = await stat(options.runDir).catch(() => undefined);
+  const parent = (await runDirToReap(options.runDir, options.logger)) ? await stat(options.runDir).catch(() => undefined) : undefined;
   if (parent !== undefined) {
     const now = options.now ?? Date.now();
     for (const entry of await readdir(options.runDir)) {

@@ -23,6 +23,7 @@ import { WorkcellError, errorMessage } from '../../errors.ts';
 import { newToken } from '../../util/ids.ts';
 import { SandboxCgroup } from '../cgroups.ts';
 import { hasEgress, openEgressSocket, sandboxProxyPort, type EgressSocket } from '../network/sandbox-egress.ts';
+import { ensureRunDir, runDirToReap } from '../run-dir.ts';
 import { findExecutable, runCommand } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { hostSeccompProgram } from '../seccomp.ts';
@@ -153,7 +154,8 @@ export class DockerRuntime implements SandboxRuntime {
     // Run directories (and egress socket directories) of this runtime's sandboxes whose container is gone.
     const live = new Set((await this.#docker.listContainers({ all: true, filters: { label: ['workcell.sandbox'] } }).catch(() => [])).map((container) => container.Labels['workcell.sandbox']));
     const pattern = new RegExp(`^${this.name}-(sb-[a-z0-9]{12})(-net)?$`);
-    for (const entry of await readdir(this.#config.runDir).catch(() => [] as string[])) {
+    const entries = (await runDirToReap(this.#config.runDir, this.#logger)) ? await readdir(this.#config.runDir).catch(() => [] as string[]) : [];
+    for (const entry of entries) {
       const sandboxId = pattern.exec(entry)?.[1];
       if (sandboxId === undefined || live.has(sandboxId)) continue;
       const info = await stat(join(this.#config.runDir, entry)).catch(() => undefined);
@@ -194,7 +196,7 @@ export class DockerRuntime implements SandboxRuntime {
     if (Buffer.byteLength(join(runDir, 'sandboxd.sock')) > maxSocketPathBytes) {
       throw new WorkcellError('runtime_unavailable', `WORKCELL_RUN_DIR is too long for a unix socket path: choose a shorter directory, e.g. /run/workcell`);
     }
-    await mkdir(this.#config.runDir, { recursive: true, mode: 0o755 });
+    await ensureRunDir(this.#config.runDir);
     await mkdir(runDir, { mode: 0o700 });
     await mkdir(spec.logDir, { recursive: true });
     let egress: EgressSocket | undefined;

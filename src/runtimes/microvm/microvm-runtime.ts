@@ -21,6 +21,7 @@ import { newToken } from '../../util/ids.ts';
 import { ensureRootfs } from '../image.ts';
 import { hasEgress, openEgressSocket, type EgressSocket } from '../network/sandbox-egress.ts';
 import { findBwrapHost, findExecutable, runCommand, type BwrapHost } from '../probe.ts';
+import { ensureRunDir, runDirToReap } from '../run-dir.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { openHostEnd, type GuestCounters, type HostEnd } from '../stream-mux/host-end.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxRuntime, SandboxSpec, SandboxUsage } from '../types.ts';
@@ -161,7 +162,8 @@ export class MicrovmRuntime implements SandboxRuntime {
    */
   async reapOrphans(): Promise<{ dirs: string[]; processes: number[] }> {
     const report = { dirs: [] as string[], processes: [] as number[] };
-    for (const entry of await readdir(this.#config.runDir).catch(() => [] as string[])) {
+    const entries = (await runDirToReap(this.#config.runDir, this.#logger)) ? await readdir(this.#config.runDir).catch(() => [] as string[]) : [];
+    for (const entry of entries) {
       const match = /^microvm-(sb-[a-z0-9]{12})(-net)?$/.exec(entry);
       if (match === null) continue;
       const dir = join(this.#config.runDir, entry);
@@ -211,7 +213,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     // The workspace disk beside the workspace (on the data disk, not on a tmpfs like /run).
     const workspaceImage = join(dirname(workspace), `.${basename(workspace)}-${sandboxId}.ext4`);
     const user = bwrap.sandboxUser;
-    await mkdir(this.#config.runDir, { recursive: true, mode: 0o755 });
+    await ensureRunDir(this.#config.runDir);
     await mkdir(runDir, { mode: 0o700 });
     if (user !== undefined) await chown(runDir, user.uid, user.gid);
     await mkdir(spec.logDir, { recursive: true });
