@@ -143,6 +143,20 @@ program
   });
 
 program
+  .command('open')
+  .description("print a one-time link to a running job's desktop, Jupyter or terminal (opens once, within two minutes; the desktop and Jupyter are on the job's own origin)")
+  .argument('<job-id>', 'job id', jobIdArgument)
+  .argument('<service>', 'desktop, jupyter or terminal (a websocket URL)', (value: string) => {
+    if (!['desktop', 'jupyter', 'terminal'].includes(value)) throw new InvalidArgumentError('one of desktop, jupyter, terminal');
+    return value;
+  })
+  .addOption(urlOption())
+  .action(async (jobId: string, service: string, options: { url: string }) => {
+    const link = await client(options).json<{ url: string }>('POST', `/jobs/${jobId}/links`, { service });
+    console.log(terminalSafe(link.url));
+  });
+
+program
   .command('doctor')
   .description('what isolation this host supports')
   .option('--json', 'print the probe as JSON')

@@ -2,6 +2,7 @@
 // websockify through the orchestrator's proxy without a browser.
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { connectHost } from './job-origin.ts';
 
 export interface RawWebSocket {
   /** The 101 response's head (status line and headers). */
@@ -17,7 +18,7 @@ export function openWebSocket(url: string, headers: Record<string, string> = {})
   const target = new URL(url);
   const key = randomBytes(16).toString('base64');
   return new Promise((resolve, reject) => {
-    const socket: Socket = connect(Number(target.port), target.hostname);
+    const socket: Socket = connect(Number(target.port), connectHost(target.hostname));
     let buffer = Buffer.alloc(0);
     let upgraded = false;
     let payload = Buffer.alloc(0);

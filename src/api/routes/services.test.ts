@@ -337,3 +337,45 @@ describe('hosts and origins', () => {
     expect((await send('/jobs', { headers: { authorization: `Bearer ${alice.token}` } })).status).toBe(200);
   });
 });
+
+describe('behind HTTPS (WORKCELL_SANDBOX_URL)', () => {
+  it("puts each job on its host under the configured domain, with Secure cookies, and only there", async () => {
+    const config = loadConfig({}, { dataDir: dir, publicUrl: 'https://workcell.example.com', sandboxUrl: 'https://{job}.sandbox.example.net' });
+    const logger = pino({ level: 'silent' });
+    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    try {
+      const { job } = await jobs.schedule({ task: 'x' });
+      const made = await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, headers: { host: 'workcell.example.com' }, payload: { service: 'jupyter' } });
+      expect(made.statusCode).toBe(201);
+      const link = new URL(made.json<{ url: string }>().url);
+      expect(link.origin).toBe(`https://${job.id.replace('_', '-')}.sandbox.example.net`);
+      const traded = await server.inject({ url: `${link.pathname}${link.search}`, headers: { host: link.host } });
+      expect(traded.statusCode).toBe(303);
+      expect(String(traded.headers['set-cookie'])).toMatch(/; HttpOnly; SameSite=Lax; Secure$/);
+      // The default job host is not served once a domain is configured, nor is the API on the job's host.
+      expect((await server.inject({ url: `/jobs/${job.id}/jupyter/`, headers: { host: `${job.id.replace('_', '-')}.localhost` } })).statusCode).toBe(403);
+      expect((await server.inject({ url: '/jobs', headers: { host: link.host } })).statusCode).toBe(404);
+      expect((await server.inject({ url: '/jobs', headers: { host: 'workcell.example.com' } })).statusCode).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses links to pages when the API is reached by another name and no sandbox domain is set', async () => {
+    const config = loadConfig({}, { dataDir: dir, publicUrl: 'https://workcell.example.com' });
+    const logger = pino({ level: 'silent' });
+    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    try {
+      const { job } = await jobs.schedule({ task: 'x' });
+      const made = await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, headers: { host: 'workcell.example.com' }, payload: { service: 'desktop' } });
+      expect(made.statusCode).toBe(409);
+      expect(made.json<{ detail: string }>().detail).toMatch(/set WORKCELL_SANDBOX_URL/);
+      expect((await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, headers: { host: 'workcell.example.com' }, payload: { service: 'terminal' } })).json<{ url: string }>().url).toMatch(/^wss:\/\/workcell\.example\.com\/jobs\//);
+      for (const payload of [{ service: 'shell' }, {}, { service: 'desktop', extra: 1 }]) {
+        expect((await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, payload })).statusCode).toBe(400);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});

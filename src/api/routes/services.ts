@@ -168,6 +168,11 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
   const csp = headers['content-security-policy'];
   headers['content-security-policy'] = [...(csp === undefined ? [] : Array.isArray(csp) ? csp : [csp]), frameAncestors(context)];
   const raw = reply.raw;
+  if (raw.destroyed) {
+    // The person hung up while the sandbox was answering.
+    upstream.destroy();
+    return undefined;
+  }
   const remove = context.connections.add(request.owner, () => raw.destroy());
   raw.once('close', remove);
   raw.writeHead(upstream.statusCode ?? 502, headers);

@@ -63,6 +63,17 @@ describe('workcell run, status, logs, jobs, download', () => {
     expect(readFileSync(join(work, 'again.zip')).equals(readFileSync(join(work, 'out.zip')))).toBe(true);
   });
 
+  it("open: prints a one-time link to the job's own origin, and refuses other services", async () => {
+    const port = new URL(app.url).port;
+    const desktop = await workcell(['open', jobId, 'desktop']);
+    expect(desktop.code, desktop.stderr).toBe(0);
+    expect(desktop.stdout.trim()).toMatch(new RegExp(`^http://${jobId.replace('_', '-')}\\.localhost:${port}/jobs/${jobId}/desktop/\\?workcell_link=[\\w-]+\\.[\\w-]+$`));
+    expect((await workcell(['open', jobId, 'terminal'])).stdout.trim()).toMatch(new RegExp(`^ws://127\\.0\\.0\\.1:${port}/jobs/${jobId}/terminal\\?workcell_link=`));
+    const bad = await workcell(['open', jobId, 'shell']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/one of desktop, jupyter, terminal/);
+  });
+
   it('cancel of a finished job is refused with the reason', async () => {
     const result = await workcell(['cancel', jobId]);
     expect(result.code).toBe(1);

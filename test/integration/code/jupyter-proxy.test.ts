@@ -1,7 +1,8 @@
 // A job's Jupyter for people, end to end: a whole workcell with API keys, a job driven by a script: model that uses
 // run_code (Python, TypeScript, JavaScript) and then waits in a long command, and its Jupyter reached only through
-// /jobs/<id>/jupyter/ with the owner's key: the classic notebook UI, the REST API, and a kernel websocket that runs
-// code, in a new kernel and in the agent's own, and (in Chromium) a notebook that runs a cell. Also: what run_code recorded (events, plot files), and that the
+// /jobs/<id>/jupyter/ on the job's own origin (http://job-<id>.localhost:<port>) with the owner's key or the session
+// of a one-time link: the classic notebook UI, the REST API, and a kernel websocket that runs code, in a new kernel
+// and in the agent's own, and (in Chromium) a notebook that runs a cell. Also: what run_code recorded (events, plot files), and that the
 // server listens only inside the sandbox's network namespace.
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { BwrapSandbox } from '../../../src/runtimes/bwrap/bwrap-runtime.ts';
 import { KernelConnection, type KernelMessage } from '../../../src/sandboxd/code/kernel-connection.ts';
 import { startTestApp, type StreamedEvent, type TestApp } from '../../helpers/app.ts';
+import { openPage, request } from '../../helpers/job-origin.ts';
 
 let app: TestApp | undefined;
 afterEach(async () => {
@@ -84,7 +86,8 @@ describe("a job's Jupyter through the orchestrator", () => {
     expect(scheduled.status).toBe(202);
     const { job_id: jobId } = (await scheduled.json()) as { job_id: string };
     const events = await eventsUntil(base, jobId, alice, (event) => event.type === 'tool-call' && event.data.name === 'shell');
-    const jupyter = `${base}/jobs/${jobId}/jupyter`;
+    const origin = `http://${jobId.replace('_', '-')}.localhost:${new URL(base).port}`;
+    const jupyter = `${origin}/jobs/${jobId}/jupyter`;
 
     // What run_code recorded: code in tool-call, outputs and duration in tool-result, the plot as a file.
     const results = events.filter((event) => event.type === 'tool-result' && event.data.name === 'run_code');
@@ -106,47 +109,48 @@ describe("a job's Jupyter through the orchestrator", () => {
     expect(png.length).toBe(images[0]!.bytes);
 
     // The caller's credentials, and only the owner's.
-    expect((await fetch(`${jupyter}/api/status`)).status).toBe(401);
-    expect((await fetch(`${jupyter}/api/status`, { headers: as(bob) })).status).toBe(404);
-    const status = await fetch(`${jupyter}/api/status`, { headers: as(alice) });
+    expect((await request(`${jupyter}/api/status`)).status).toBe(401);
+    expect((await request(`${jupyter}/api/status`, { headers: as(bob) })).status).toBe(404);
+    const status = await request(`${jupyter}/api/status`, { headers: as(alice) });
     expect(status.status).toBe(200);
-    expect(status.headers.get('content-type')).toMatch(/application\/json/);
-    expect(await status.json()).toMatchObject({ kernels: expect.any(Number), started: expect.any(String) });
+    expect(status.headers['content-type']).toMatch(/application\/json/);
+    expect(status.json()).toMatchObject({ kernels: expect.any(Number), started: expect.any(String) });
+    expect((await request(`${base}/jobs/${jobId}/jupyter/api/status`, { headers: as(alice) })).status).toBe(303); // never on the API's origin
 
     // A browser: the one-time link becomes a job-scoped cookie; the UI (nbclassic's tree) and its scripts load.
-    const link = await fetch(`${jupyter}/?access_token=${encodeURIComponent(alice)}`, { redirect: 'manual' });
-    expect(link.status).toBe(303);
-    const cookie = link.headers.get('set-cookie')!.split(';')[0]!;
-    const landing = await fetch(`${jupyter}/`, { headers: { cookie }, redirect: 'manual' });
+    const { cookie, location } = await openPage(app, jobId, 'jupyter', alice);
+    expect(location).toBe(`/jobs/${jobId}/jupyter/`);
+    const landing = await request(`${jupyter}/`, { headers: { cookie } });
     expect(landing.status).toBe(302);
-    expect(landing.headers.get('location')).toMatch(new RegExp(`^/jobs/${jobId}/jupyter/tree\\??$`));
-    const tree = await fetch(`${jupyter}/tree`, { headers: { cookie } });
+    expect(landing.headers.location).toMatch(new RegExp(`^/jobs/${jobId}/jupyter/tree\\??$`));
+    const tree = await request(`${jupyter}/tree`, { headers: { cookie } });
     expect(tree.status).toBe(200);
-    const html = await tree.text();
+    const html = tree.text();
     expect(html).toContain(`baseUrl: '/jobs/${jobId}/jupyter/static/notebook/'`);
     const scripts = [...html.matchAll(/src="(\/jobs\/[^"?]+\.js)/g)].map((match) => match[1]!);
     expect(scripts.length).toBeGreaterThan(2);
-    for (const script of scripts) expect((await fetch(`${base}${script}`, { headers: { cookie } })).status, script).toBe(200);
-    expect((await fetch(`${jupyter}/tree`)).status).toBe(401);
+    for (const script of scripts) expect((await request(`${origin}${script}`, { headers: { cookie } })).status, script).toBe(200);
+    expect((await request(`${jupyter}/tree`)).status).toBe(401);
 
     // The API: the agent's kernels are there; a person's new kernel runs code over a websocket through the proxy.
-    const sessions = (await (await fetch(`${jupyter}/api/sessions`, { headers: { cookie } })).json()) as Array<{ id: string; path: string; kernel: { id: string; name: string } }>;
+    const sessions = (await request(`${jupyter}/api/sessions`, { headers: { cookie } })).json<Array<{ id: string; path: string; kernel: { id: string; name: string } }>>();
     expect(sessions.map((session) => [session.path, session.kernel.name]).sort()).toEqual([
       ['run_code-javascript.ipynb', 'jslab'],
       ['run_code-python.ipynb', 'python3'],
       ['run_code-typescript.ipynb', 'tslab'],
     ]);
-    const created = await fetch(`${jupyter}/api/sessions`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ path: 'people.ipynb', type: 'notebook', name: '', kernel: { name: 'python3' } }) });
+    const created = await request(`${jupyter}/api/sessions`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ path: 'people.ipynb', type: 'notebook', name: '', kernel: { name: 'python3' } }) });
     expect(created.status).toBe(201);
-    const session = (await created.json()) as { id: string; kernel: { id: string } };
-    const websocket = (kernelId: string) => KernelConnection.open(`${jupyter.replace(/^http/, 'ws')}/api/kernels/${kernelId}/channels`, { cookie }, 60_000);
+    const session = created.json<{ id: string; kernel: { id: string } }>();
+    const kernels = `${jupyter.replace(/^http/, 'ws')}/api/kernels`;
+    const websocket = (kernelId: string) => KernelConnection.open(`${kernels}/${kernelId}/channels`, { cookie }, 60_000);
     const mine = await websocket(session.kernel.id);
     try {
       expect(await execute(mine, 'import os\nprint(6 * 7, os.getcwd())')).toEqual({ stdout: '42 /workspace\n', status: 'ok' });
     } finally {
       mine.close();
     }
-    expect((await fetch(`${jupyter}/api/sessions/${session.id}`, { method: 'DELETE', headers: { cookie } })).status).toBe(204);
+    expect((await request(`${jupyter}/api/sessions/${session.id}`, { method: 'DELETE', headers: { cookie } })).status).toBe(204);
     // The agent's kernel, with its state: a person can look into what the agent computed.
     const agents = await websocket(sessions.find((entry) => entry.path === 'run_code-python.ipynb')!.kernel.id);
     try {
@@ -155,7 +159,7 @@ describe("a job's Jupyter through the orchestrator", () => {
       agents.close();
     }
     // Websockets need the key too.
-    await expect(KernelConnection.open(`${jupyter.replace(/^http/, 'ws')}/api/kernels/${session.kernel.id}/channels`, {}, 10_000)).rejects.toThrow(/could not be opened/);
+    await expect(KernelConnection.open(`${kernels}/${session.kernel.id}/channels`, {}, 10_000)).rejects.toThrow(/could not be opened/);
 
     // Nothing listens outside the sandbox: Jupyter's listening socket is in the sandbox's own network namespace.
     const sandbox = app.jobs.liveSandbox(jobId) as BwrapSandbox;
@@ -178,12 +182,15 @@ describe("a job's Jupyter through the orchestrator", () => {
     // websocket and runs a cell.
     if (existsSync(chromiumPath)) {
       const notebook = { cells: [{ cell_type: 'code', source: 'print(6 * 7)', metadata: {}, outputs: [], execution_count: null }], metadata: {}, nbformat: 4, nbformat_minor: 5 };
-      const saved = await fetch(`${jupyter}/api/contents/browser.ipynb`, { method: 'PUT', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'notebook', content: notebook }) });
+      const saved = await request(`${jupyter}/api/contents/browser.ipynb`, { method: 'PUT', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'notebook', content: notebook }) });
       expect(saved.status).toBe(201);
       const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
       try {
         const page = await browser.newPage();
-        await page.goto(`${jupyter}/notebooks/browser.ipynb?access_token=${encodeURIComponent(alice)}`);
+        const link = (await request(`${base}/jobs/${jobId}/links`, { method: 'POST', headers: { ...as(alice), 'content-type': 'application/json' }, body: '{"service":"jupyter"}' })).json<{ url: string }>().url;
+        await page.goto(link);
+        expect(new URL(page.url()).origin).toBe(origin);
+        await page.goto(`${jupyter}/notebooks/browser.ipynb`);
         expect(page.url()).toBe(`${jupyter}/notebooks/browser.ipynb`);
         // The kernel is ready once the notebook says so (its websocket is open and the kernel answered).
         await page.waitForFunction(() => (globalThis as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean } } } }).Jupyter?.notebook?.kernel?.is_connected() === true, undefined, { timeout: 60_000 });

@@ -1,14 +1,15 @@
 // People's view of a job's desktop, end to end: a whole workcell runs a job (a script: trajectory that opens an xterm
-// with the gui tool and then waits in the shell), and the desktop is reached only through the orchestrator:
-// /jobs/<id>/desktop/ → noVNC's page (websockify serving /usr/share/novnc in the sandbox) → its websocket at
-// /jobs/<id>/desktop/websockify → sandboxd → websockify → x11vnc. A raw websocket client completes the RFB handshake;
-// Debian's Chromium (playwright-core) opens the page, connects and shows the xterm; with API keys, a one-time
-// ?access_token= link does the same. The job is cancelled at the end.
+// with the gui tool and then waits in the shell), and the desktop is reached only through the orchestrator, on the
+// job's own origin (http://job-<id>.localhost:<port>): the API's /jobs/<id>/desktop/ → the job's host → noVNC's page
+// (websockify serving /usr/share/novnc in the sandbox) → its websocket at /jobs/<id>/desktop/websockify → sandboxd →
+// websockify → x11vnc. A raw websocket client completes the RFB handshake; Debian's Chromium (playwright-core) opens
+// the page, connects and shows the xterm; with API keys, a one-time link does the same. The job is cancelled at the end.
 import { chromium, type Browser } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { post, startTestApp, type TestApp } from '../../helpers/app.ts';
 import { requireHostTool } from '../../helpers/host-tools.ts';
 import { decodePng } from '../../helpers/png.ts';
+import { openPage, request } from '../../helpers/job-origin.ts';
 import { openWebSocket } from '../../helpers/websocket.ts';
 
 let app: TestApp | undefined;
@@ -53,11 +54,11 @@ async function cancel(jobId: string, headers: Record<string, string> = {}): Prom
   }
 }
 
-/** Opens noVNC in Chromium at `path` and waits until its canvas shows the desktop with the (white) xterm on it. */
-async function watchDesktop(path: string): Promise<{ canvas: { width: number; height: number; white: number; colours: number }; png: Buffer; url: string }> {
+/** Opens noVNC in Chromium at `url` and waits until its canvas shows the desktop with the (white) xterm on it. */
+async function watchDesktop(url: string): Promise<{ canvas: { width: number; height: number; white: number; colours: number }; png: Buffer; url: string }> {
   browser = await chromium.launch({ executablePath: requireHostTool('chromium'), headless: true, args: chromiumFlags });
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  await page.goto(`${app!.url}${path}`);
+  await page.goto(url);
   // Evaluated in the page (this project's TypeScript has no DOM types): the canvas's pixels once the xterm shows.
   const handle = await page.waitForFunction(
     `(() => {
@@ -87,25 +88,34 @@ describe("a job's desktop through the orchestrator", () => {
     const jobId = await schedule();
     try {
       await waitForShellStep(jobId);
-      // The entry point sends the browser to noVNC's page with the websocket's path and the viewer's settings.
-      const entry = await fetch(`${app.url}/jobs/${jobId}/desktop/`, { redirect: 'manual' });
-      expect(entry.status).toBe(302);
-      const location = entry.headers.get('location')!;
+      // The API sends the browser to the job's own origin, which sends it on to noVNC's page.
+      const entry = await request(`${app.url}/jobs/${jobId}/desktop/`);
+      expect(entry.status).toBe(303);
+      const link = new URL(String(entry.headers.location));
+      const origin = link.origin;
+      expect(origin).toBe(`http://${jobId.replace('_', '-')}.localhost:${new URL(app.url).port}`);
+      expect((await request(link.href)).headers.location).toBe(`/jobs/${jobId}/desktop/`);
+      const page0 = await request(`${origin}/jobs/${jobId}/desktop/`);
+      expect(page0.status).toBe(302);
+      const location = String(page0.headers.location);
       expect(location).toBe(`/jobs/${jobId}/desktop/vnc.html?path=${encodeURIComponent(`jobs/${jobId}/desktop/websockify`)}&autoconnect=1&resize=remote&reconnect=1`);
       // The first request starts the viewer (x11vnc and websockify) in the sandbox.
       const viewerStarted = performance.now();
-      const page = await fetch(`${app.url}${location}`);
+      const page = await request(`${origin}${location}`);
       const viewerMs = Math.round(performance.now() - viewerStarted);
       expect(page.status).toBe(200);
-      expect(page.headers.get('content-type')).toMatch(/text\/html/);
-      expect(await page.text()).toMatch(/<title>noVNC<\/title>/);
-      const script = await fetch(`${app.url}/jobs/${jobId}/desktop/core/rfb.js`);
+      expect(page.headers['content-type']).toMatch(/text\/html/);
+      expect(page.headers['content-security-policy']).toMatch(/frame-ancestors/);
+      expect(page.text()).toMatch(/<title>noVNC<\/title>/);
+      const script = await request(`${origin}/jobs/${jobId}/desktop/core/rfb.js`);
       expect(script.status).toBe(200);
-      expect(await script.text()).toMatch(/export default class RFB/);
+      expect(script.text()).toMatch(/export default class RFB/);
+      // Pages are never served on the API's own origin.
+      expect((await request(`${app.url}${location}`)).status).toBe(303);
 
       // RFB 3.8 over the websocket: version, security (None), ClientInit, and the ServerInit of the 1280x800 screen.
       const started = performance.now();
-      const ws = await openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`);
+      const ws = await openWebSocket(`${origin}/jobs/${jobId}/desktop/websockify`);
       try {
         expect(ws.head).toMatch(/^sec-websocket-protocol: binary$/im);
         const version = (await ws.read(12)).toString('latin1');
@@ -126,8 +136,9 @@ describe("a job's desktop through the orchestrator", () => {
         ws.close();
       }
 
-      const { canvas, png } = await watchDesktop(`/jobs/${jobId}/desktop/`);
+      const { canvas, png, url } = await watchDesktop(`${app.url}/jobs/${jobId}/desktop/`);
       expect([canvas.width, canvas.height]).toEqual([1280, 800]);
+      expect(new URL(url).origin).toBe(origin);
       const shot = decodePng(png);
       expect(shot.width).toBeGreaterThan(600);
       expect(shot.histogram().size).toBeGreaterThan(3);
@@ -136,7 +147,7 @@ describe("a job's desktop through the orchestrator", () => {
     }
   });
 
-  it('with API keys: needs the owner\'s key, and a one-time ?access_token= link opens the desktop in the browser', async () => {
+  it("with API keys: needs the owner's key or session, and a one-time link opens the desktop in the browser", async () => {
     app = await startTestApp();
     const alice = app.jobs.store.createApiKey('alice').token;
     const bob = app.jobs.store.createApiKey('bob').token;
@@ -144,19 +155,27 @@ describe("a job's desktop through the orchestrator", () => {
     const jobId = await schedule(auth);
     try {
       await waitForShellStep(jobId, auth);
-      expect((await fetch(`${app.url}/jobs/${jobId}/desktop/vnc.html`)).status).toBe(401);
-      expect((await fetch(`${app.url}/jobs/${jobId}/desktop/vnc.html`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
-      await expect(openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 401/);
-      await expect(openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`, { authorization: `Bearer ${bob}` })).rejects.toThrow(/^no websocket: HTTP\/1.1 404/);
-      const ws = await openWebSocket(`${app.url}/jobs/${jobId}/desktop/websockify`, auth);
+      const origin = `http://${jobId.replace('_', '-')}.localhost:${new URL(app.url).port}`;
+      expect((await request(`${origin}/jobs/${jobId}/desktop/vnc.html`)).status).toBe(401);
+      expect((await request(`${origin}/jobs/${jobId}/desktop/vnc.html`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
+      expect((await request(`${app.url}/jobs/${jobId}/desktop/`)).status).toBe(401); // a browser without a link gets nowhere
+      await expect(openWebSocket(`${origin}/jobs/${jobId}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 401/);
+      await expect(openWebSocket(`${origin}/jobs/${jobId}/desktop/websockify`, { authorization: `Bearer ${bob}` })).rejects.toThrow(/^no websocket: HTTP\/1.1 404/);
+      const ws = await openWebSocket(`${origin}/jobs/${jobId}/desktop/websockify`, auth);
       expect((await ws.read(12)).toString('latin1')).toMatch(/^RFB 003\.00[38]\n$/);
       ws.close();
+      // The session a link leaves in the browser opens the websocket too.
+      const { cookie } = await openPage(app, jobId, 'desktop', alice);
+      const viaCookie = await openWebSocket(`${origin}/jobs/${jobId}/desktop/websockify`, { cookie });
+      expect((await viaCookie.read(12)).toString('latin1')).toMatch(/^RFB 003\.00[38]\n$/);
+      viaCookie.close();
 
-      const { canvas, url } = await watchDesktop(`/jobs/${jobId}/desktop/?access_token=${encodeURIComponent(alice)}`);
+      const made = await request(`${app.url}/jobs/${jobId}/links`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"service":"desktop"}' });
+      const { canvas, url } = await watchDesktop(made.json<{ url: string }>().url);
       expect([canvas.width, canvas.height]).toEqual([1280, 800]);
-      // The key left the address bar for an HttpOnly cookie.
-      expect(url).not.toContain('access_token');
-      expect(url).toContain(`/jobs/${jobId}/desktop/vnc.html?path=`);
+      // The link left the address bar for an HttpOnly cookie on the job's host.
+      expect(url).not.toContain('workcell_link');
+      expect(url).toContain(`${origin}/jobs/${jobId}/desktop/vnc.html?path=`);
     } finally {
       await cancel(jobId, auth);
     }
@@ -170,7 +189,8 @@ describe("a job's desktop through the orchestrator", () => {
       if (Date.now() > deadline) throw new Error('the job did not end');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect((await fetch(`${app.url}/jobs/${body.job_id}/desktop/vnc.html`)).status).toBe(409);
-    await expect(openWebSocket(`${app.url}/jobs/${body.job_id}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 409/);
+    const origin = `http://${body.job_id.replace('_', '-')}.localhost:${new URL(app.url).port}`;
+    expect((await request(`${origin}/jobs/${body.job_id}/desktop/vnc.html`)).status).toBe(409);
+    await expect(openWebSocket(`${origin}/jobs/${body.job_id}/desktop/websockify`)).rejects.toThrow(/^no websocket: HTTP\/1.1 409/);
   });
 });

@@ -136,6 +136,9 @@ describe('the terminal websocket through the orchestrator', () => {
     await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal?session=nosuch`)).rejects.toThrow(/^404/);
     await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal?cols=-3`)).rejects.toThrow(/^400/);
     await expect(openTerminal(`${wsBase()}/jobs/job_00000000000000000000000000/terminal`)).rejects.toThrow(/^404/);
+    // Without keys too, a web page of another origin (or a rebound name) gets no terminal.
+    await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal`, { origin: 'http://evil.example' })).rejects.toThrow(/^403/);
+    await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal`, { host: 'evil.example' })).rejects.toThrow(/^403/);
     watcher.ws.close();
     await cancel(jobId);
     await events;
@@ -154,10 +157,20 @@ describe('the terminal websocket through the orchestrator', () => {
     byHeader.ws.send('echo hi\r');
     await byHeader.waitFor(/[\r\n]hi\r\n/);
     byHeader.ws.close();
-    const byLink = await openTerminal(`${wsBase()}/jobs/${jobId}/terminal?access_token=${encodeURIComponent(owner)}`);
+    // The key never goes into a URL: a browser gets a one-time terminal link.
+    await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal?access_token=${encodeURIComponent(owner)}`)).rejects.toThrow(/^401/);
+    const made = await fetch(`${app.url}/jobs/${jobId}/links`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"service":"terminal"}' });
+    expect(made.status).toBe(201);
+    const { url } = (await made.json()) as { url: string };
+    expect(url).toMatch(new RegExp(`^ws://127\\.0\\.0\\.1:\\d+/jobs/${jobId}/terminal\\?workcell_link=`));
+    const byLink = await openTerminal(url);
     byLink.ws.send('echo "via link"\r');
     await byLink.waitFor(/[\r\n]via link\r\n/);
     byLink.ws.close();
+    await expect(openTerminal(url)).rejects.toThrow(/^401 this terminal link is expired, used/);
+    // A web page of another origin cannot open it, even with a fresh link.
+    const fresh = ((await (await fetch(`${app.url}/jobs/${jobId}/links`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"service":"terminal"}' })).json()) as { url: string }).url;
+    await expect(openTerminal(fresh, { origin: 'http://evil.example' })).rejects.toThrow(/^403/);
     await cancel(jobId, auth);
     await events;
   });
