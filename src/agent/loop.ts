@@ -17,7 +17,9 @@
 //                    cost_usd, context: {window, budget, prompt_tokens, max_output_tokens, ...}, duration_ms}
 //   model-retry     {attempt, delay_ms, error}
 //   tool-call       {call_id, name, args, handle}
-//   tool-result     {call_id, name, is_error, output, omitted_chars, duration_ms, handle, limits_hit?, images?: [{path, media_type, width, height, bytes}]}
+//   tool-result     {call_id, name, is_error, output, omitted_chars, duration_ms, handle, limits_hit?, images?: [{path, media_type, width, height, bytes}],
+//                    dropped_chars? (the context store kept only the output's beginning and end: limits.context_mb)}
+//   log             {level, limit, message}   (the worker: a cap on a host file was reached, see jobs/run-job.ts)
 //   context-summary {text, through_seq, from_step, to_step, level, method: 'model' | 'fallback', usage?, error?}
 // `output` is whole; the prompt shows it cut head and tail, or masked, with its `handle` for recall. Images (gui
 // screenshots) are files in the job's directory (context/images.ts); the prompt sends the latest ones to models with vision.

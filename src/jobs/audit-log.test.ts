@@ -39,6 +39,28 @@ describe('AuditLog', () => {
     expect(String(entries[0]!.time)).toMatch(/^\d{4}-\d\d-\d\dT/);
   });
 
+  it('stops at its cap with one last entry that says so, and tells its owner once', () => {
+    const path = join(dir, 'audit.jsonl');
+    const reached: string[] = [];
+    const log = new AuditLog(path, { currentStep: () => 3, maxBytes: 4096, onLimit: (message) => reached.push(message) });
+    for (let i = 0; i < 200; i++) log.network({ time: '2026-01-01T00:00:00.000Z', step: 3, method: 'GET', url: `http://x.test/${'a'.repeat(100)}`, host: 'x.test', port: 80, ip: null, allowed: false, reason: 'not listed', status: 403, bytes_in: 0, bytes_out: 0, duration_ms: 1 });
+    log.file({ op: 'write', path: 'late.txt', ok: true });
+    log.close();
+    expect(readFileSync(path).length).toBeLessThanOrEqual(4096);
+    const entries = lines(path);
+    expect(entries.length).toBeGreaterThan(10);
+    expect(entries.at(-1)).toMatchObject({ type: 'limit', limit: 'audit_log_mb', max_bytes: 4096, step: 3 });
+    expect(entries.filter((entry) => entry.type === 'limit')).toHaveLength(1);
+    expect(reached).toEqual([expect.stringMatching(/audit.jsonl reached its limit of 4 KB \(limits.audit_log_mb\)/)]);
+
+    // A resumed job appends to the same file: what is there counts, and a full file takes nothing more.
+    const again = new AuditLog(path, { currentStep: () => 4, maxBytes: 4096, onLimit: (message) => reached.push(message) });
+    again.file({ op: 'read', path: 'x', ok: true });
+    again.close();
+    expect(lines(path)).toEqual(entries);
+    expect(reached).toHaveLength(2);
+  });
+
   it('never follows a symlink at its path', () => {
     const target = join(dir, 'elsewhere');
     writeFileSync(target, 'untouched');

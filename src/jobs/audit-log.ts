@@ -6,13 +6,19 @@
 //   {"type": "network", "method", "url"?, "host", "port", "ip", "allowed", "reason"?, "error"?, "status",
 //    "bytes_in", "bytes_out", "duration_ms"}
 //     every connection attempt through the egress proxy, written when it ends (refusals at once)
+//   {"type": "limit", "limit": "audit_log_mb", "max_bytes", "message"}
+//     the last entry when the file reaches its cap (limits.audit_log_mb): entries after it are dropped
 // The file lives in the job's root directory, which the sandbox cannot reach; it is still opened O_NOFOLLOW.
+// A sandbox can multiply its entries (a connection loop through the proxy), so the file is capped: the log counts
+// the bytes it appends (from the file's size when it opens it: a resumed job appends to the same file) and keeps
+// room for the one limit entry, so the file never grows past the cap.
 // Readers get complete lines only: a line being written while a reader reads is left for the next read.
-import { closeSync, constants, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ConnectionRecord } from '../runtimes/network/egress-proxy.ts';
+import { formatBytes } from '../util/bytes.ts';
 
 export const fileOperations = ['read', 'write', 'edit', 'list', 'delete', 'search'] as const;
 export type FileOperation = (typeof fileOperations)[number];
@@ -37,21 +43,44 @@ export interface NetworkAuditEntry extends Omit<ConnectionRecord, 'step'> {
   type: 'network';
 }
 
-export type AuditEntry = FileAuditEntry | NetworkAuditEntry;
+export interface LimitAuditEntry {
+  time: string;
+  step: number;
+  type: 'limit';
+  limit: 'audit_log_mb';
+  max_bytes: number;
+  message: string;
+}
 
-const appendFlags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+export type AuditEntry = FileAuditEntry | NetworkAuditEntry | LimitAuditEntry;
+
+// Read-write: a resumed job's log reads its own last line once (endsWithLimitEntry).
+const appendFlags = constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+/** Room kept for the limit entry. */
+const limitEntryBytes = 512;
 
 export class AuditLog {
   readonly #path: string;
   readonly #currentStep: () => number;
   readonly #logger: Pick<Logger, 'error'> | undefined;
+  readonly #maxBytes: number;
+  readonly #onLimit: ((message: string) => void) | undefined;
   #fd: number | undefined;
+  /** Bytes in the file (its size when opened, then counted). */
+  #written = 0;
+  #full = false;
   #closed = false;
 
-  constructor(path: string, options: { currentStep: () => number; logger?: Pick<Logger, 'error'> }) {
+  /**
+   * `maxBytes`: the cap (limits.audit_log_mb; default 64 MB); `onLimit` is told once, with a message, when it is
+   * reached.
+   */
+  constructor(path: string, options: { currentStep: () => number; logger?: Pick<Logger, 'error'>; maxBytes?: number; onLimit?: (message: string) => void }) {
     this.#path = path;
     this.#currentStep = options.currentStep;
     this.#logger = options.logger;
+    this.#maxBytes = Math.max(options.maxBytes ?? 64 * 1024 * 1024, limitEntryBytes);
+    this.#onLimit = options.onLimit;
   }
 
   /** Records a file operation, with the current step. */
@@ -73,15 +102,44 @@ export class AuditLog {
   }
 
   #append(entry: AuditEntry): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#full) return;
     try {
-      this.#fd ??= openSync(this.#path, appendFlags, 0o600);
+      if (this.#fd === undefined) {
+        this.#fd = openSync(this.#path, appendFlags, 0o600);
+        this.#written = fstatSync(this.#fd).size;
+        // A resumed job appends to the same file: one that ends with the limit entry stays full.
+        if (endsWithLimitEntry(this.#fd, this.#written)) this.#written = this.#maxBytes;
+      }
+      const line = `${JSON.stringify(entry)}\n`;
+      const bytes = Buffer.byteLength(line);
+      if (this.#written + bytes > this.#maxBytes - limitEntryBytes) return this.#reachLimit();
       // One write per line on an O_APPEND descriptor: lines never interleave.
-      writeSync(this.#fd, `${JSON.stringify(entry)}\n`);
+      writeSync(this.#fd, line);
+      this.#written += bytes;
     } catch (error) {
       this.#logger?.error({ err: error, entry }, 'writing the audit log failed');
     }
   }
+
+  /** Writes the limit entry (unless the file already has it or is over the cap) and stops. */
+  #reachLimit(): void {
+    this.#full = true;
+    const message = `audit.jsonl reached its limit of ${formatBytes(this.#maxBytes)} (limits.audit_log_mb): later file operations and connections are not recorded`;
+    const entry: LimitAuditEntry = { time: new Date().toISOString(), step: this.#currentStep(), type: 'limit', limit: 'audit_log_mb', max_bytes: this.#maxBytes, message };
+    const line = `${JSON.stringify(entry)}\n`;
+    if (this.#fd !== undefined && this.#written + Buffer.byteLength(line) <= this.#maxBytes) {
+      writeSync(this.#fd, line);
+      this.#written += Buffer.byteLength(line);
+    }
+    this.#onLimit?.(message);
+  }
+}
+
+function endsWithLimitEntry(fd: number, size: number): boolean {
+  const tail = Buffer.alloc(Math.min(size, limitEntryBytes));
+  readSync(fd, tail, 0, tail.length, size - tail.length);
+  const lines = tail.toString('utf8').trimEnd().split('\n');
+  return lines.at(-1)?.includes('"type":"limit"') ?? false;
 }
 
 function withoutUndefined<T extends object>(value: T): T {

@@ -1,18 +1,26 @@
 // A job's limits: what the client asked for, filled in from the server's defaults. The server's resource defaults
-// (WORKCELL_CPUS, _MEMORY_MB, _PIDS, _DISK_MB) are also the most a job may ask for: a client can lower them, never
-// raise them, so the operator's limits hold whatever a request says.
+// (WORKCELL_CPUS, _MEMORY_MB, _PIDS, _DISK_MB) and its caps on host files (_SANDBOX_LOG_MB, _AUDIT_LOG_MB,
+// _CONTEXT_MB) are also the most a job may ask for: a client can lower them, never raise them, so the operator's
+// limits hold whatever a request says.
 import type { Config } from '../config.ts';
 import { invalidRequest } from '../errors.ts';
 import type { SandboxLimits } from '../runtimes/types.ts';
 import type { JobLimits } from './job-store.ts';
 
-type ResourceLimit = 'cpus' | 'memory_mb' | 'pids' | 'disk_mb';
+/** Caps on the files a sandbox can grow on the host: logs/sandbox.log, audit.jsonl, and context.db with its images. */
+export const hostFileLimits = ['sandbox_log_mb', 'audit_log_mb', 'context_mb'] as const;
+export type HostFileLimit = (typeof hostFileLimits)[number];
 
-const ceilings: Array<{ field: ResourceLimit; config: 'cpus' | 'memoryMb' | 'pids' | 'diskMb'; env: string }> = [
+type ResourceLimit = 'cpus' | 'memory_mb' | 'pids' | 'disk_mb' | HostFileLimit;
+
+const ceilings: Array<{ field: ResourceLimit; config: 'cpus' | 'memoryMb' | 'pids' | 'diskMb' | 'sandboxLogMb' | 'auditLogMb' | 'contextMb'; env: string }> = [
   { field: 'cpus', config: 'cpus', env: 'WORKCELL_CPUS' },
   { field: 'memory_mb', config: 'memoryMb', env: 'WORKCELL_MEMORY_MB' },
   { field: 'pids', config: 'pids', env: 'WORKCELL_PIDS' },
   { field: 'disk_mb', config: 'diskMb', env: 'WORKCELL_DISK_MB' },
+  { field: 'sandbox_log_mb', config: 'sandboxLogMb', env: 'WORKCELL_SANDBOX_LOG_MB' },
+  { field: 'audit_log_mb', config: 'auditLogMb', env: 'WORKCELL_AUDIT_LOG_MB' },
+  { field: 'context_mb', config: 'contextMb', env: 'WORKCELL_CONTEXT_MB' },
 ];
 
 /** The limits a new job gets. Throws invalid_request when it asks for more than the server allows. */
@@ -31,6 +39,19 @@ export function resolveJobLimits(config: Config, requested: Partial<JobLimits> =
     pids: requested.pids ?? config.pids,
     disk_mb: requested.disk_mb ?? config.diskMb,
     idle_time_s: requested.idle_time_s ?? config.idleTimeS,
+    sandbox_log_mb: requested.sandbox_log_mb ?? config.sandboxLogMb,
+    audit_log_mb: requested.audit_log_mb ?? config.auditLogMb,
+    context_mb: requested.context_mb ?? config.contextMb,
+  };
+}
+
+/** The host-file caps of a job, in bytes (rows from before the caps existed get the server defaults). */
+export function hostFileCaps(config: Config, limits: JobLimits): Record<HostFileLimit, number> {
+  const megabytes = (value: number) => value * 1024 * 1024;
+  return {
+    sandbox_log_mb: megabytes(limits.sandbox_log_mb ?? config.sandboxLogMb),
+    audit_log_mb: megabytes(limits.audit_log_mb ?? config.auditLogMb),
+    context_mb: megabytes(limits.context_mb ?? config.contextMb),
   };
 }
 

@@ -29,6 +29,16 @@ describe('JobStore', () => {
     expect(store.get(first.job.id)).toMatchObject({ status: 'pending', task: 'a', limits, attempts: 0 });
   });
 
+  it('records the caps a job reached once each, kept beside its resource usage', () => {
+    const job = store.create(newJob({ task: 'a', runtime: 'auto', limits })).job;
+    store.recordLimitReached(job.id, 'sandbox_log_mb');
+    store.recordLimitReached(job.id, 'audit_log_mb');
+    store.recordLimitReached(job.id, 'sandbox_log_mb');
+    store.recordResourceUsage(job.id, { cpu_seconds: 1.5, peak_memory_mb: 20 });
+    store.recordLimitReached(job.id, 'context_mb');
+    expect(store.get(job.id)?.resource_usage).toEqual({ limits_reached: ['sandbox_log_mb', 'audit_log_mb', 'context_mb'], cpu_seconds: 1.5, peak_memory_mb: 20 });
+  });
+
   it('claims the oldest pending job once, with a lease', () => {
     const a = store.create(newJob({ task: 'a', runtime: 'auto', limits }, newJobId(1000)), new Date(1000)).job;
     const b = store.create(newJob({ task: 'b', runtime: 'auto', limits }, newJobId(2000)), new Date(2000)).job;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { migrate } from './event-log.ts';
+import type { HostFileLimit } from './job-limits.ts';
 
 export const jobStatuses = ['pending', 'running', 'complete', 'error', 'cancelled'] as const;
 export type JobStatus = (typeof jobStatuses)[number];
@@ -20,12 +21,18 @@ export interface JobLimits {
   pids?: number;
   disk_mb?: number;
   idle_time_s?: number;
+  // Caps on the files a sandbox can grow on the host (jobs/job-limits.ts); older rows lack them: the server defaults apply.
+  sandbox_log_mb?: number;
+  audit_log_mb?: number;
+  context_mb?: number;
 }
 
 /** What the job's sandbox used, measured by the runtime (cgroups) when it ended. */
 export interface ResourceUsage {
   cpu_seconds?: number;
   peak_memory_mb?: number;
+  /** The caps on host files the job ran into (recorded when each is reached). */
+  limits_reached?: HostFileLimit[];
 }
 
 export interface Job {
@@ -118,6 +125,8 @@ const migrations = [
   `ALTER TABLE jobs ADD COLUMN network TEXT`,
   // The context window the client set for the job's model (tokens); NULL: the server's or the model's own.
   `ALTER TABLE jobs ADD COLUMN context_window INTEGER`,
+  // Secrets the server makes for itself (the key that signs browser tokens), shared by every process on this store.
+  `CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
 ];
 
 export interface NewJob {
@@ -125,8 +134,6 @@ export interface NewJob {
   task: string;
   model?: string | undefined;
   runtime: string;
-  // Secrets the server makes for itself (the key that signs browser tokens), shared by every process on this store.
-  `CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
   limits: JobLimits;
   metadata?: Record<string, string> | undefined;
   idempotencyKey?: string | undefined;
@@ -240,9 +247,19 @@ export class JobStore {
     this.#db.prepare(`UPDATE jobs SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...fields, id });
   }
 
-  /** Records what the job's sandbox used (CPU time, peak memory). */
+  /** Records what the job's sandbox used (CPU time, peak memory), over what was recorded before. */
   recordResourceUsage(id: string, usage: ResourceUsage): void {
-    this.#db.prepare('UPDATE jobs SET resource_usage = ? WHERE id = ?').run(JSON.stringify(usage), id);
+    this.#db.prepare(`UPDATE jobs SET resource_usage = json_patch(COALESCE(resource_usage, '{}'), ?) WHERE id = ?`).run(JSON.stringify(usage), id);
+  }
+
+  /** Adds a cap the job ran into to its resource usage (once each). */
+  recordLimitReached(id: string, limit: HostFileLimit): void {
+    this.#db
+      .prepare(
+        `UPDATE jobs SET resource_usage = json_set(COALESCE(resource_usage, '{}'), '$.limits_reached', json_insert(COALESCE(json_extract(resource_usage, '$.limits_reached'), '[]'), '$[#]', @limit))
+         WHERE id = @id AND NOT EXISTS (SELECT 1 FROM json_each(jobs.resource_usage, '$.limits_reached') WHERE value = @limit)`,
+      )
+      .run({ limit, id });
   }
 
   /** Ends a job the worker holds (or any unclaimed job when workerId is null). No-op if it already ended. */
@@ -313,6 +330,17 @@ export class JobStore {
     return this.#db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now.toISOString(), id).changes === 1;
   }
 
+  /** Whether the key with this id exists and is not revoked. */
+  isApiKeyLive(id: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL').get(id) !== undefined;
+  }
+
+  /** A random 32-byte secret by name, made on first use and the same for every process that opens this store. */
+  serverSecret(name: string): Buffer {
+    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, randomBytes(32));
+    return (this.#db.prepare('SELECT value FROM server_secrets WHERE name = ?').get(name) as { value: Buffer }).value;
+  }
+
   /**
    * Whether keys are in use: then every route but /healthz needs one. Revoked keys count, so that revoking the last
    * key locks the server rather than opening it.
@@ -330,17 +358,6 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest('hex
 const scopedKey = (key: string, owner: string | null) => `${owner ?? '-'}:${key}`;
 
 function toJob(row: JobRow): Job {
-  /** Whether the key with this id exists and is not revoked. */
-  isApiKeyLive(id: string): boolean {
-    return this.#db.prepare('SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL').get(id) !== undefined;
-  }
-
-  /** A random 32-byte secret by name, made on first use and the same for every process that opens this store. */
-  serverSecret(name: string): Buffer {
-    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, randomBytes(32));
-    return (this.#db.prepare('SELECT value FROM server_secrets WHERE name = ?').get(name) as { value: Buffer }).value;
-  }
-
   const { lease_expires_at: _lease, idempotency_key: _key, ...rest } = row;
   return {
     ...rest,

@@ -1,7 +1,9 @@
 // Runs one claimed job: resolve its model and runtime, start its sandbox, run the agent loop in it, and end the
 // job whatever happens (the sandbox is destroyed first, then the workspace is zipped and the final status
-// recorded). Stops early on cancel, wall-time limit, shutdown or a lost lease (the AbortSignal's JobStop reason).
+// recorded). Stops early on cancel, wall-time limit, a full context store, shutdown or a lost lease (the
+// AbortSignal's JobStop reason).
 import type { Logger } from 'pino';
+import type { ContextLimitReached } from '../agent/context/context-budget.ts';
 import { ContextStore } from '../agent/context/context-store.ts';
 import { resolveEmbedder } from '../agent/context/embeddings.ts';
 import { jobImageStore } from '../agent/context/images.ts';
@@ -14,11 +16,12 @@ import type { Config } from '../config.ts';
 import { errorMessage, WorkcellError } from '../errors.ts';
 import { resolveRuntime, type Runtimes } from '../runtimes/index.ts';
 import type { Sandbox } from '../runtimes/types.ts';
+import { formatBytes } from '../util/bytes.ts';
 import { fileLogger } from '../util/logger.ts';
 import { AuditLog } from './audit-log.ts';
 import { EventLog, type EventSink } from './event-log.ts';
 import type { JobOutcome, JobService } from './job-service.ts';
-import { sandboxLimits } from './job-limits.ts';
+import { hostFileCaps, sandboxLimits, type HostFileLimit } from './job-limits.ts';
 import { sandboxAllowRules } from './job-network.ts';
 import type { JobPaths } from './job-paths.ts';
 import type { Job } from './job-store.ts';
@@ -62,12 +65,12 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     () => wallTime.abort(new JobStop('wall-time', `wall time limit (${job.limits.wall_time_s} s) exceeded`)),
     Math.max(0, job.limits.wall_time_s * 1000 - elapsedMs),
   );
-  const stop = AbortSignal.any([signal, wallTime.signal]);
+  // A full context store ends the job, as its wall time does.
+  const limitStop = new AbortController();
+  const stop = AbortSignal.any([signal, wallTime.signal, limitStop.signal]);
   let sandbox: Sandbox | undefined;
   let outcome: JobOutcome | undefined;
   let step = 0;
-  // File operations and proxied connections, each with the step it belongs to (the step the sink last saw).
-  const audit = new AuditLog(paths.audit, { currentStep: () => step, logger: log.logger });
   // The context store over the same database, once the model (and so its tokenizer) is known.
   let context: ContextStore | undefined;
   // Keep the job row's progress (steps, tokens) in step with the model turns (and summary calls) as they are recorded.
@@ -87,6 +90,23 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       return event;
     },
   };
+  // The caps on the files the sandbox can grow on the host: each one reached is said in an event and the job's usage.
+  const caps = hostFileCaps(config, job.limits);
+  const reportLimit = (limit: HostFileLimit, message: string) => {
+    log.logger.warn({ limit }, message);
+    try {
+      jobs.store.recordLimitReached(job.id, limit);
+      sink.append('log', step, { level: 'warn', limit, message });
+    } catch (error) {
+      log.logger.error({ err: error, limit }, 'recording a limit the job reached failed');
+    }
+  };
+  // File operations and proxied connections, each with the step it belongs to (the step the sink last saw).
+  const audit = new AuditLog(paths.audit, { currentStep: () => step, logger: log.logger, maxBytes: caps.audit_log_mb, onLimit: (message) => reportLimit('audit_log_mb', message) });
+  const sandboxLog = {
+    maxBytes: caps.sandbox_log_mb,
+    onLimit: () => reportLimit('sandbox_log_mb', `logs/sandbox.log reached its limit of ${formatBytes(caps.sandbox_log_mb)} (limits.sandbox_log_mb): what the sandbox prints from here on is dropped`),
+  };
 
   try {
     sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId, ...(job.attempts > 1 ? { resumed: true } : {}) });
@@ -95,13 +115,20 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     const info = modelInfo(model.provider, model.modelId);
     const window = effectiveContextWindow(info, job.context_window, config.contextWindow);
     const counter = info.encoding === undefined ? estimateCounter() : await tiktokenCounter(info.encoding);
-    context = new ContextStore(events, { counter, embedder: resolveEmbedder(config), logger: log.logger });
+    const contextLimit = {
+      maxBytes: caps.context_mb,
+      onLimit: ({ kind, message }: ContextLimitReached) => {
+        reportLimit('context_mb', message);
+        if (kind === 'full') limitStop.abort(new JobStop('limit', message));
+      },
+    };
+    context = new ContextStore(events, { counter, embedder: resolveEmbedder(config), logger: log.logger, limit: contextLimit });
     const runtime = await resolveRuntime(job.runtime, deps.runtimes);
     const started = performance.now();
     const limits = sandboxLimits(config, job.limits);
     const workspaceDiskMb = await limitWorkspaceDisk(config, paths, limits.diskMb);
     const network = { allow: sandboxAllowRules(config, job), onConnection: audit.network.bind(audit), currentStep: () => step };
-    const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs, limits, network }, stop);
+    const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs, log: sandboxLog, limits, network }, stop);
     sandbox = created;
     jobs.setLiveSandbox(job.id, created);
     const readyMs = Math.round(performance.now() - started);
@@ -120,7 +147,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       networkAllow: network.allow.map((rule) => rule.pattern),
       events: sink,
       context,
-      images: jobImageStore(paths.root),
+      images: context.limitImages(jobImageStore(paths.root)),
       modelInfo: { ...info, contextWindow: window, vision: config.modelVision ?? info.vision ?? false },
       summarize: model.provider !== 'script',
       maxSteps: job.limits.max_steps,

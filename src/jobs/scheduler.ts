@@ -6,7 +6,7 @@ import type { Job, JobStore } from './job-store.ts';
 
 /** Why a running job was told to stop; passed as the AbortSignal's reason. */
 export class JobStop extends Error {
-  readonly kind: 'cancel' | 'wall-time' | 'idle' | 'shutdown' | 'lease-lost';
+  readonly kind: 'cancel' | 'wall-time' | 'idle' | 'limit' | 'shutdown' | 'lease-lost';
   constructor(kind: JobStop['kind'], message: string) {
     super(message);
     this.name = 'JobStop';

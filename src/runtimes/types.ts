@@ -2,6 +2,7 @@
 // it; nothing outside runtimes/ asks which backend it has. A runtime turns a SandboxSpec into a running sandbox
 // whose sandboxd is reachable through a SandboxdClient.
 import type { NetworkPolicy } from './network/sandbox-egress.ts';
+import type { SandboxLogLimit } from './sandbox-log.ts';
 import type { SandboxdClient } from './sandboxd-client.ts';
 
 export interface SandboxSpec {
@@ -11,6 +12,8 @@ export interface SandboxSpec {
   workspaceDir: string;
   /** Host directory for this sandbox's logs (sandbox.log is written here). */
   logDir: string;
+  /** The cap on sandbox.log (runtimes/sandbox-log.ts); default 64 MB. */
+  log?: SandboxLogLimit | undefined;
   /**
    * Resource limits. The runtime enforces cpus, memory and pids, and sizes the sandbox's /tmp to diskMb; the
    * workspace's disk limit is the caller's (jobs/workspace-disk.ts mounts it before create). Undefined only when the

@@ -8,6 +8,7 @@ import { loadConfig, type Config } from '../../src/config.ts';
 import { attachWorkspaceDisk, releaseWorkspaceDisk } from '../../src/jobs/workspace-disk.ts';
 import { BwrapRuntime, pidNamespaceMembers, type BwrapSandbox } from '../../src/runtimes/bwrap/bwrap-runtime.ts';
 import type { NetworkPolicy } from '../../src/runtimes/network/sandbox-egress.ts';
+import type { SandboxLogLimit } from '../../src/runtimes/sandbox-log.ts';
 import { sandboxdBundle } from '../../src/runtimes/sandboxd-bundle.ts';
 import type { Sandbox, SandboxLimits, SandboxSpec } from '../../src/runtimes/types.ts';
 import type { RouteResponse } from '../../src/sandboxd/protocol.ts';
@@ -38,6 +39,8 @@ export interface SandboxFixtureOptions<S extends Sandbox = BwrapSandbox> {
   limits?: Partial<SandboxLimits>;
   /** Put the workspace on a disk of this many MB, as a job does (needs root). */
   workspaceDiskMb?: number;
+  /** The cap on sandbox.log (default: the runtime's). */
+  log?: SandboxLogLimit;
 }
 
 export async function createSandboxFixture<S extends Sandbox = BwrapSandbox>(options: SandboxFixtureOptions<S> = {}): Promise<SandboxFixture<S>> {
@@ -60,6 +63,7 @@ export async function createSandboxFixture<S extends Sandbox = BwrapSandbox>(opt
       logDir,
       limits,
       ...(options.network === undefined ? {} : { network: options.network }),
+      ...(options.log === undefined ? {} : { log: options.log }),
     });
   } catch (error) {
     await releaseWorkspaceDisk(diskPaths).catch(() => undefined);

@@ -4,13 +4,17 @@
 // Tool outputs, files read and files written are cut into chunks and indexed for recall: BM25 by SQLite FTS5, and,
 // when an embedding model is configured, vectors fused with BM25 by reciprocal rank fusion.
 //
-// It never deletes or rewrites an event: condensing a prompt only adds `context-summary` events.
+// It never deletes or rewrites an event: condensing a prompt only adds `context-summary` events. With a limit
+// (limits.context_mb, context-budget.ts), a tool output too large for the store is kept as its beginning and end
+// (`dropped_chars` on its event says how much is gone), and the owner is told when the store is full.
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../errors.ts';
 import type { EventLog, EventSink, JobEvent, JobEventType } from '../../jobs/event-log.ts';
 import { chunkText } from './chunking.ts';
+import { ContextBudget, type ContextLimit } from './context-budget.ts';
 import { loadSqliteVec, reciprocalRankFusion, vectorToBlob, type Embedder } from './embeddings.ts';
+import type { ImageStore } from './images.ts';
 import type { TokenCounter } from './tokens.ts';
 
 /** An event with its measured size. */
@@ -91,6 +95,7 @@ export class ContextStore implements EventSink {
   readonly #db: Database.Database;
   readonly #logger: Pick<Logger, 'warn'> | undefined;
   readonly #embedder: Embedder | undefined;
+  readonly #budget: ContextBudget | undefined;
   #vectorsReady: Promise<boolean> | undefined;
   #embedding: Promise<void> = Promise.resolve();
   /** Tool calls seen, so that their results can be described (call_id → name and arguments). */
@@ -115,7 +120,7 @@ export class ContextStore implements EventSink {
     setMeta: Database.Statement<[string, string]>;
   };
 
-  constructor(log: EventLog, options: { counter: TokenCounter; embedder?: Embedder | undefined; logger?: Pick<Logger, 'warn'> | undefined }) {
+  constructor(log: EventLog, options: { counter: TokenCounter; embedder?: Embedder | undefined; logger?: Pick<Logger, 'warn'> | undefined; limit?: ContextLimit | undefined }) {
     this.jobId = log.jobId;
     this.#log = log;
     this.#db = log.database;
@@ -141,10 +146,20 @@ export class ContextStore implements EventSink {
     };
     const calibrated = Number(this.getMeta('chars_per_token'));
     if (!this.counter.exact && Number.isFinite(calibrated) && calibrated > 0) this.counter.restore?.(calibrated);
+    if (options.limit !== undefined) {
+      const databaseBytes = db.prepare('SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()').pluck() as Database.Statement<[], number>;
+      // The images a resumed job kept before count too (their sizes are in the events that show them).
+      const imageBytes = db
+        .prepare(`SELECT COALESCE(sum(json_extract(image.value, '$.bytes')), 0) FROM events, json_each(events.data, '$.images') AS image WHERE events.type = 'tool-result'`)
+        .pluck()
+        .get() as number;
+      this.#budget = new ContextBudget(options.limit, { databaseBytes: () => databaseBytes.get() ?? 0, imageBytes });
+    }
   }
 
   /** Records an event, measured, and indexes what it holds for recall. */
-  append(type: JobEventType, step: number, data: Record<string, unknown>): JobEvent {
+  append(type: JobEventType, step: number, input: Record<string, unknown>): JobEvent {
+    const data = this.#fit(type, input);
     const text = eventText(type, data);
     const size = { tokens: text === '' ? 0 : this.counter.count(text), chars: text.length };
     // The event commits (and is announced to followers) first; its chunks follow in one transaction.
@@ -152,7 +167,28 @@ export class ContextStore implements EventSink {
     const newChunks: number[] = [];
     this.#db.transaction(() => this.#index(event, newChunks))();
     if (newChunks.length > 0 && this.#embedder !== undefined) this.#queueEmbeddings(newChunks);
+    this.#budget?.check();
     return event;
+  }
+
+  /** A tool result with its output as the store can keep it (context-budget.ts). */
+  #fit(type: JobEventType, data: Record<string, unknown>): Record<string, unknown> {
+    if (this.#budget === undefined || type !== 'tool-result' || typeof data.output !== 'string') return data;
+    const fitted = this.#budget.fitOutput(data.output);
+    return fitted.droppedChars === 0 ? data : { ...data, output: fitted.output, dropped_chars: fitted.droppedChars };
+  }
+
+  /** `images` within the job's context limit: an image that does not fit is refused (the loop keeps the call's text). */
+  limitImages(images: ImageStore): ImageStore {
+    const budget = this.#budget;
+    if (budget === undefined) return images;
+    return {
+      save: async (name, image) => {
+        if (!budget.admitImage(image.data.length)) throw new Error(`the image ${name} was not kept: the job's context store has no room for it (limits.context_mb)`);
+        return images.save(name, image);
+      },
+      load: (path) => images.load(path),
+    };
   }
 
   #index(event: JobEvent, chunkIds: number[]): void {

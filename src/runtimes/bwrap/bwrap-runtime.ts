@@ -6,7 +6,7 @@
 // It must never run a sandbox as host root: when the server is root, bwrap is started as the unprivileged sandbox
 // user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { closeSync, constants, createWriteStream, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -22,6 +22,7 @@ import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExec
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { ensureRunDir } from '../run-dir.ts';
 import { reapBwrapOrphans, type OrphanReport } from './reap.ts';
+import { SandboxLog } from '../sandbox-log.ts';
 import { hostSeccompArch, hostSeccompProgram } from '../seccomp.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec } from '../types.ts';
 
@@ -56,7 +57,7 @@ export interface BwrapSandbox extends Sandbox {
   readonly pidNamespace: string | undefined;
 }
 
-type BwrapProcess = ChildProcessByStdio<Writable, Readable, null>;
+type BwrapProcess = ChildProcessByStdio<Writable, Readable, Readable>;
 
 export class BwrapRuntime implements SandboxRuntime {
   readonly name = 'bwrap';
@@ -238,30 +239,23 @@ export class BwrapRuntime implements SandboxRuntime {
       // Jupyter serves its pages under the orchestrator's prefix for the job (api/routes/services.ts).
       '--jupyter-base-url', `/jobs/${encodeURIComponent(spec.jobId)}/jupyter/`,
     ];
-    const logPath = join(spec.logDir, 'sandbox.log');
-    const logFd = openSync(logPath, 'a', 0o640);
-    const logStart = fstatSync(logFd).size;
-    let child: BwrapProcess;
-    try {
-      // With limits, a host shell joins the cgroup first and then execs setpriv/bwrap (same pid), so nothing of the
-      // sandbox ever runs outside it.
-      const [wrapperFile, ...wrapperArgs] = cgroup === undefined ? [file, ...prefix] : [...cgroupWrapper(cgroup), file, ...prefix];
-      child = spawn(wrapperFile!, [...wrapperArgs, '--args', '3', '--', ...command], {
-        // Its own process group, so destroy() can signal bwrap and anything it left in the group at once.
-        detached: true,
-        stdio: ['pipe', 'pipe', logFd, 'pipe', 'pipe'],
-        env: { HOME: '/home/agent', USER: 'agent', LOGNAME: 'agent', PATH: sandboxPath, LANG: 'C.UTF-8' },
-      }) as BwrapProcess;
-    } finally {
-      closeSync(logFd);
-    }
+    // sandboxd's stderr and, after its ready line, its stdout: through the capped writer, never straight to the file.
+    const logStream = new SandboxLog(spec.logDir, spec.log);
+    // With limits, a host shell joins the cgroup first and then execs setpriv/bwrap (same pid), so nothing of the
+    // sandbox ever runs outside it.
+    const [wrapperFile, ...wrapperArgs] = cgroup === undefined ? [file, ...prefix] : [...cgroupWrapper(cgroup), file, ...prefix];
+    const child = spawn(wrapperFile!, [...wrapperArgs, '--args', '3', '--', ...command], {
+      // Its own process group, so destroy() can signal bwrap and anything it left in the group at once.
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: { HOME: '/home/agent', USER: 'agent', LOGNAME: 'agent', PATH: sandboxPath, LANG: 'C.UTF-8' },
+    }) as BwrapProcess;
+    child.stderr.pipe(logStream, { end: false });
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolveExit) => {
       child.once('exit', (code, exitSignal) => resolveExit({ code, signal: exitSignal }));
       child.once('error', () => resolveExit({ code: null, signal: null }));
     });
     const spawnError = new Promise<Error>((resolveError) => child.once('error', resolveError));
-    const logStream = createWriteStream(logPath, { flags: 'a' });
-    logStream.on('error', () => undefined);
 
     const optionsPipe = child.stdio[3] as Writable;
     optionsPipe.on('error', () => undefined);
@@ -286,13 +280,15 @@ export class BwrapRuntime implements SandboxRuntime {
     } catch (error) {
       killGroup('SIGKILL');
       await exited;
-      logStream.end();
-      const tail = await readTail(logPath, logStart);
+      // bwrap's own complaint is on stderr: read it to the end before the log is closed.
+      await streamEnded(child.stderr, destroyGraceMs);
+      await logStream.close();
+      const tail = await readTail(logStream.path, logStream.startSize);
       if (launch.signal?.aborted) throw launch.signal.reason instanceof Error ? launch.signal.reason : new Error('aborted');
       throw new WorkcellError('sandbox_failed', `the sandbox did not start: ${errorMessage(error)}${tail === '' ? '' : `\n--- sandbox.log ---\n${tail}`}`, { cause: error });
     }
     // Anything sandboxd prints after the ready line is diagnostics; it must keep flowing or sandboxd would block.
-    child.stdout.pipe(logStream);
+    child.stdout.pipe(logStream, { end: false });
     const pid = child.pid!;
     const { namespace: pidNamespace, initPid } = await sandboxPidNamespace(pid);
     // At this point the namespace's init has one child: sandboxd.
@@ -440,6 +436,18 @@ function waitForReady(
     if (signal?.aborted) onAbort();
     void exited.then((status) => fail(new Error(`bwrap exited before sandboxd was ready (${status.signal ?? `exit code ${status.code}`})`)));
     void spawnError.then((error) => fail(new Error(`cannot start bwrap: ${error.message}`)));
+  });
+}
+
+/** Resolves when `stream` has closed, or after `timeoutMs` (a process that kept it open must not hold us up). */
+function streamEnded(stream: Readable, timeoutMs: number): Promise<void> {
+  if (stream.closed) return Promise.resolve();
+  return new Promise((resolveEnded) => {
+    const timer = setTimeout(resolveEnded, timeoutMs);
+    stream.once('close', () => {
+      clearTimeout(timer);
+      resolveEnded();
+    });
   });
 }
 

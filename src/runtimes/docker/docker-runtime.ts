@@ -14,7 +14,6 @@
 import { hostname } from 'node:os';
 import { chmod, mkdir, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { createWriteStream } from 'node:fs';
 import { PassThrough, type Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import type { Logger } from 'pino';
@@ -23,8 +22,9 @@ import { WorkcellError, errorMessage } from '../../errors.ts';
 import { newToken } from '../../util/ids.ts';
 import { SandboxCgroup } from '../cgroups.ts';
 import { hasEgress, openEgressSocket, sandboxProxyPort, type EgressSocket } from '../network/sandbox-egress.ts';
-import { ensureRunDir, runDirToReap } from '../run-dir.ts';
 import { findExecutable, runCommand } from '../probe.ts';
+import { ensureRunDir, runDirToReap } from '../run-dir.ts';
+import { SandboxLog } from '../sandbox-log.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { hostSeccompProgram } from '../seccomp.ts';
 import { seccompLauncher } from '../seccomp-launcher.ts';
@@ -299,8 +299,7 @@ export class DockerRuntime implements SandboxRuntime {
     // A hijacked HTTP connection: a socket, both ways.
     const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as unknown as Duplex;
     const stdout = new PassThrough();
-    const logStream = createWriteStream(join(spec.logDir, 'sandbox.log'), { flags: 'a' });
-    logStream.on('error', () => undefined);
+    const logStream = new SandboxLog(spec.logDir, spec.log);
     this.#docker.modem.demuxStream(stream, stdout, logStream);
     stream.on('error', () => undefined);
     // demuxStream does not end its outputs: when the container's output ends, so does the carrier (the mux then

@@ -10,7 +10,7 @@
 // also under its own seccomp sandbox; Firecracker in its jailer when installed). When the VM is gone, the workspace
 // disk's content is copied back into the job's workspace directory for the zip (disks.ts: without mounting it).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -22,6 +22,7 @@ import { ensureRootfs } from '../image.ts';
 import { hasEgress, openEgressSocket, type EgressSocket } from '../network/sandbox-egress.ts';
 import { findBwrapHost, findExecutable, runCommand, type BwrapHost } from '../probe.ts';
 import { ensureRunDir, runDirToReap } from '../run-dir.ts';
+import { SandboxLog } from '../sandbox-log.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { openHostEnd, type GuestCounters, type HostEnd } from '../stream-mux/host-end.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxRuntime, SandboxSpec, SandboxUsage } from '../types.ts';
@@ -219,6 +220,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     await mkdir(spec.logDir, { recursive: true });
     let egress: EgressSocket | undefined;
     let vm: { process: ChildProcess; carrier: Socket } | undefined;
+    let logStream: SandboxLog | undefined;
     try {
       // The agent (uid 1000 in the guest) must own what it finds in its workspace.
       if (process.getuid?.() === 0) await runCommand('chown', ['-R', '--no-dereference', '1000:1000', '--', workspace], { timeoutMs: 120_000 });
@@ -232,8 +234,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       const vcpus = Math.max(1, Math.ceil(limits.cpus));
       const memoryMb = limits.memoryMb + guestOverheadMb;
       const started = performance.now();
-      const logStream = createWriteStream(join(spec.logDir, 'sandbox.log'), { flags: 'a' });
-      logStream.on('error', () => undefined);
+      logStream = new SandboxLog(spec.logDir, spec.log);
       const timeoutMs = vmm.kind === 'qemu' && vmm.accel === 'tcg' ? readyTimeoutMs.tcg : readyTimeoutMs.kvm;
       const readySignal = signal === undefined ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
       vm =
@@ -264,6 +265,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     } catch (error) {
       vm?.process.kill('SIGKILL');
       vm?.carrier.destroy();
+      logStream?.end();
       await egress?.close().catch(() => undefined);
       await rm(workspaceImage, { force: true });
       await rm(runDir, { recursive: true, force: true });

@@ -11,6 +11,7 @@ import { loadConfig, type Config, type RuntimeName } from '../../../src/config.t
 import { createRuntimes, type RegisteredRuntime, type Runtimes } from '../../../src/runtimes/index.ts';
 import { findExecutable } from '../../../src/runtimes/probe.ts';
 import type { NetworkPolicy } from '../../../src/runtimes/network/sandbox-egress.ts';
+import type { SandboxLogLimit } from '../../../src/runtimes/sandbox-log.ts';
 import type { Sandbox, SandboxLimits } from '../../../src/runtimes/types.ts';
 import { dockerUnavailableReason, useDockerDaemon, type DockerDaemon } from '../../helpers/docker-daemon.ts';
 import { createSandboxFixture, type SandboxFixture } from '../../helpers/sandbox.ts';
@@ -78,12 +79,13 @@ export async function acquireRuntime(name: RuntimeName): Promise<{ runtime: Regi
 export type RuntimeSandbox = SandboxFixture<Sandbox>;
 
 /** A sandbox of `runtime` on a fresh workspace (test/helpers/sandbox.ts), with 1 GB of memory and a 256 MB /tmp. */
-export function createRuntimeSandbox(runtime: RegisteredRuntime, options: { limits?: Partial<SandboxLimits>; network?: NetworkPolicy } = {}): Promise<RuntimeSandbox> {
+export function createRuntimeSandbox(runtime: RegisteredRuntime, options: { limits?: Partial<SandboxLimits>; network?: NetworkPolicy; log?: SandboxLogLimit } = {}): Promise<RuntimeSandbox> {
   return createSandboxFixture<Sandbox>({
     runtime,
     jobId: 'job_runtime_test',
     limits: { memoryMb: 1024, diskMb: 256, ...options.limits },
     ...(options.network === undefined ? {} : { network: options.network }),
+    ...(options.log === undefined ? {} : { log: options.log }),
   });
 }
 
