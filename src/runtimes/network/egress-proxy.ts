@@ -4,20 +4,21 @@
 //   - `CONNECT host:port` (https, and any TCP protocol a client tunnels): a blind byte tunnel once allowed;
 //   - absolute-URI requests (`GET http://host/path`): plain http, forwarded on a fresh connection per request.
 // Each destination is checked against the allow-list (allow-list.ts), the name is resolved here (the sandbox has no
-// DNS), every resolved address is classified and non-public ones refused unless listed exactly, and the proxy then
-// connects to the very address it checked (never the name again, so DNS rebinding gains nothing). Everything else
-// (origin-form requests, other schemes, upgrades, malformed or oversized requests) gets a 4xx with a text body that
-// says what to do. Every attempt with a destination is reported once, when it ends, to onConnection (the audit log).
+// DNS) by a bounded c-ares resolver of the proxy's own (dns-resolver.ts: never dns.lookup, whose thread pool the whole
+// server shares), every resolved address is classified and non-public ones refused unless listed exactly, and the
+// proxy then connects to the very address it checked (never the name again, so DNS rebinding gains nothing).
+// Everything else (origin-form requests, other schemes, upgrades, malformed or oversized requests) gets a 4xx with a
+// text body that says what to do. Every attempt with a destination is reported once, when it ends, to onConnection (the audit log).
 // It must never become an open relay: it listens only where the runtime puts it, forwards only to allowed
 // destinations, and rewrites Host to the destination it checked.
-import { lookup } from 'node:dns/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../errors.ts';
 import { addressVerdict, formatDestination, matchingRules, parseDestination, type AllowRule, type Destination } from './allow-list.ts';
-import { formatIp, parseIp, type IpAddress } from './ip-address.ts';
+import { createDnsResolver, type DnsResolverOptions } from './dns-resolver.ts';
+import { formatIp, type IpAddress } from './ip-address.ts';
 
 /** One connection attempt through the proxy, reported when it ends (denied ones at once). */
 export interface ConnectionRecord {
@@ -70,15 +71,17 @@ export const defaultProxyLimits: EgressProxyLimits = {
   maxConnections: 256,
 };
 
-/** Resolves a name to its addresses (tests substitute their own). */
-export type Resolver = (host: string) => Promise<IpAddress[]>;
+/** Resolves a name to its addresses, giving up when `signal` aborts (tests substitute their own). */
+export type Resolver = (host: string, signal: AbortSignal) => Promise<IpAddress[]>;
 
 export interface EgressProxyOptions {
   allow: readonly AllowRule[];
   onConnection?: (record: ConnectionRecord) => void;
   /** The agent's current step, read when a request arrives, so each record is linked to the step that made it. */
   currentStep?: () => number;
+  /** Default: a c-ares resolver of the proxy's own (dns-resolver.ts, with `dns`), closed with the proxy. */
   resolve?: Resolver;
+  dns?: DnsResolverOptions;
   limits?: Partial<EgressProxyLimits>;
   logger?: Pick<Logger, 'debug' | 'warn'>;
 }
@@ -90,12 +93,6 @@ export interface EgressProxy {
   /** Stops listening, ends every open connection and resolves once each has been reported. Idempotent. */
   close(): Promise<void>;
 }
-
-/** The system resolver, in the order it answers. */
-export const systemResolver: Resolver = async (host) => {
-  const answers = await lookup(host, { all: true, order: 'verbatim' });
-  return answers.map((answer) => parseIp(answer.address)).filter((address): address is IpAddress => address !== undefined);
-};
 
 const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
 
@@ -162,7 +159,8 @@ type Decision =
 
 export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
   const limits = { ...defaultProxyLimits, ...options.limits };
-  const resolve = options.resolve ?? systemResolver;
+  const dns = options.resolve === undefined ? createDnsResolver(options.dns) : undefined;
+  const resolve: Resolver = options.resolve ?? ((host, signal) => dns!.resolve(host, signal));
   const log = options.logger;
   const sockets = new Set<Duplex>();
   const exchanges = new Set<Promise<void>>();
@@ -197,11 +195,16 @@ export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
     let addresses: IpAddress[];
     if (destination.ip !== undefined) addresses = [destination.ip];
     else {
+      const deadline = new AbortController();
       try {
-        addresses = await withTimeout(resolve(destination.host), limits.resolveTimeoutMs, `resolving ${destination.host}`);
+        addresses = await withTimeout(resolve(destination.host, deadline.signal), limits.resolveTimeoutMs, `resolving ${destination.host}`);
       } catch (error) {
-        const timedOut = /timed out/.test(errorMessage(error));
-        return { allowed: true, failed: true, status: timedOut ? 504 : 502, error: `cannot resolve ${destination.host}: ${(error as NodeJS.ErrnoException).code ?? errorMessage(error)}` };
+        const code = (error as NodeJS.ErrnoException).code;
+        const timedOut = code === 'ETIMEOUT' || /timed out/.test(errorMessage(error));
+        return { allowed: true, failed: true, status: timedOut ? 504 : 502, error: `cannot resolve ${destination.host}: ${timedOut ? `no answer from DNS in time (${code ?? `${limits.resolveTimeoutMs} ms`})` : (code ?? errorMessage(error))}` };
+      } finally {
+        // A lookup still waiting for a slot gives it up.
+        deadline.abort();
       }
       if (addresses.length === 0) return { allowed: true, failed: true, status: 502, error: `cannot resolve ${destination.host}: no addresses` };
     }
@@ -496,6 +499,8 @@ export function createEgressProxy(options: EgressProxyOptions): EgressProxy {
         const closed = server.listening ? new Promise<void>((resolveClose) => server.close(() => resolveClose())) : Promise.resolve();
         for (const socket of sockets) socket.destroy();
         server.closeAllConnections();
+        // Lookups in flight end at once (ECANCELLED), so their exchanges can be reported.
+        dns?.close();
         await Promise.allSettled([...exchanges]);
         await closed;
       })());
