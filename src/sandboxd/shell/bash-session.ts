@@ -4,12 +4,18 @@
 //
 // Two channels, so that the protocol never travels through the terminal: bash reads its commands from a FIFO
 // (created for the session, opened by both ends, then unlinked), and the terminal carries only what programs read
-// and write. Each call sends one line on the FIFO, `__workcell_a=A __workcell_b=B; builtin eval '<command>' <TTY`:
-// the command verbatim in single quotes (no length limit, no echo, no line editing; a syntax error is eval failing
-// with status 2), run with the terminal as its stdin. The end of a call is a marker that bash's PROMPT_COMMAND
-// (readonly) prints before every prompt: A and B, random per call and printed side by side only there, then `:$?`.
-// Since an interactive bash comes back to its prompt after anything (a command's end, Ctrl-C, a syntax error), the
-// marker comes after anything, and output cannot fake it without knowing this call's random halves.
+// and write. Each call sends one line on the FIFO, `__workcell_a=A __workcell_b=B; __workcell_start; builtin eval
+// '<command>' <TTY`: the command verbatim in single quotes (no length limit, no echo, no line editing; a syntax error
+// is eval failing with status 2), run with the terminal as its stdin. A and B are random per call and printed side by
+// side only by two readonly functions: `__workcell_start` prints `AB+` once bash has read the whole line and starts
+// the command, and bash's PROMPT_COMMAND (readonly) prints `AB:$?` before every prompt, which ends the call. Since an
+// interactive bash comes back to its prompt after anything (a command's end, Ctrl-C, a syntax error), the end marker
+// comes after anything, and output cannot fake either marker without knowing this call's random halves.
+//
+// The timeout counts from the start marker: the command's own time, not the time a busy machine takes to schedule
+// bash, which must never get a Ctrl-C while it is still reading the line (it would drop the line, or part of it).
+// An abort before the start waits for it too; a command that does not start within the start timeout (bash wedged)
+// is interrupted all the same, and the escalation below ends in a restart.
 //
 // Interrupting (a timeout, or an aborted call) goes the way of a terminal, then escalates: a full-screen program
 // that is known (vim, less, top...) gets its quit keys, anything else Ctrl-C (\x03 through the terminal: SIGINT to
@@ -58,6 +64,8 @@ export interface BashSessionOptions {
   interruptGraceMs?: number;
   /** After SIGTERM, how long before SIGKILL; after SIGKILL, how long before the whole session is restarted. */
   killGraceMs?: number;
+  /** How long a new bash may take to start, and bash to start a call's command, before it counts as wedged. */
+  startTimeoutMs?: number;
   /** Output kept from the start and from the end of each call; the middle is dropped and counted. */
   headBytes?: number;
   tailBytes?: number;
@@ -106,6 +114,11 @@ const quitKeys: Record<string, string> = {
 type CallEnd = { kind: 'marker'; exitCode: number } | { kind: 'exited'; exitCode: number | null } | { kind: 'restart' };
 
 interface Call {
+  /** `<A><B>+`, then a newline: what __workcell_start prints when bash has read the line and starts the command. */
+  readonly startMarker: Buffer;
+  /** Set when the start marker has been seen; then onStart runs. */
+  started: boolean;
+  readonly onStart: () => void;
   /** `<A><B>:`: what PROMPT_COMMAND prints, followed by the exit status and a newline, when the command is done. */
   readonly marker: Buffer;
   readonly capture: OutputCapture;
@@ -133,8 +146,8 @@ const defaultOutputBytes = 1024 * 1024;
 const betweenCallsBytes = 32 * 1024;
 /** Raw terminal output kept for people who attach to the session (a screenful or two of context). */
 const rawHistoryBytes = 64 * 1024;
-/** How long a new bash may take to read its bootstrap and print the first marker. */
-const startTimeoutMs = 15_000;
+/** How long a new bash may take to read its bootstrap and print the first marker, and bash to start a call's command. */
+const defaultStartTimeoutMs = 15_000;
 /** How long output of a bash that exited during a call may still arrive from the PTY. */
 const exitDrainMs = 100;
 /** Commands longer than this are shown to watchers cut short. */
@@ -175,6 +188,7 @@ export class BashSession {
       bashPath: options.bashPath ?? 'bash',
       interruptGraceMs: options.interruptGraceMs ?? 1000,
       killGraceMs: options.killGraceMs ?? 1000,
+      startTimeoutMs: options.startTimeoutMs ?? defaultStartTimeoutMs,
       headBytes: options.headBytes ?? defaultOutputBytes,
       tailBytes: options.tailBytes ?? defaultOutputBytes,
     };
@@ -262,17 +276,35 @@ export class BashSession {
     const [a, b] = [randomBytes(8).toString('hex'), randomBytes(8).toString('hex')];
     let end!: (end: CallEnd) => void;
     const ended = new Promise<CallEnd>((resolve) => (end = resolve));
-    const call: Call = { marker: Buffer.from(`${a}${b}:`), capture, carry: Buffer.alloc(0), done: false, end };
-    this.#call = call;
-
     const timers = new Set<NodeJS.Timeout>();
     const later = (ms: number, action: () => void) => timers.add(setTimeout(() => call.done || action(), ms));
+    // An interrupt asked for before the command started (an abort), made once it has.
+    let pendingInterrupt: 'timeout' | 'abort' | undefined;
+    const call: Call = {
+      startMarker: Buffer.from(`${a}${b}+`),
+      started: false,
+      onStart: () => {
+        later(options.timeoutMs, () => interrupt('timeout'));
+        if (pendingInterrupt !== undefined) interrupt(pendingInterrupt);
+      },
+      marker: Buffer.from(`${a}${b}:`),
+      capture,
+      carry: Buffer.alloc(0),
+      done: false,
+      end,
+    };
+    this.#call = call;
+
     let timedOut = false;
     let waitingForInput = false;
     let interrupted = false;
     let ctrlC = false;
-    const interrupt = (reason: 'timeout' | 'abort') => {
+    const interrupt = (reason: 'timeout' | 'abort', force = false) => {
       if (interrupted || call.done) return;
+      if (!call.started && !force) {
+        pendingInterrupt = reason;
+        return;
+      }
       interrupted = true;
       timedOut = reason === 'timeout';
       const group = foregroundGroupOf(live.pid);
@@ -298,13 +330,14 @@ export class BashSession {
         });
       });
     };
-    later(options.timeoutMs, () => interrupt('timeout'));
+    // bash that does not even start the command in this long is wedged: interrupt it anyway (and restart it, if need be).
+    later(Math.max(options.timeoutMs, this.#options.startTimeoutMs), () => call.started || interrupt('timeout', true));
     const onAbort = () => interrupt('abort');
     options.signal?.addEventListener('abort', onAbort, { once: true });
 
     this.#showWatchers(options.command);
     // NUL cannot be in a bash string (the pipe implementation dropped it too); the rest goes verbatim.
-    live.channel.write(`__workcell_a=${a} __workcell_b=${b}; builtin eval ${quoteForBash(options.command.replaceAll('\0', ''))} <${quoteForBash(live.ttyPath)}\n`);
+    live.channel.write(`__workcell_a=${a} __workcell_b=${b}; __workcell_start; builtin eval ${quoteForBash(options.command.replaceAll('\0', ''))} <${quoteForBash(live.ttyPath)}\n`);
 
     const outcome = await ended;
     call.done = true;
@@ -379,6 +412,7 @@ export class BashSession {
       const [a, b] = [randomBytes(8).toString('hex'), randomBytes(8).toString('hex')];
       const started = terminal;
       const ready = new Promise<void>((resolve, reject) => {
+        const startTimeoutMs = this.#options.startTimeoutMs;
         const timer = setTimeout(() => reject(new Error(`bash did not start within ${startTimeoutMs} ms`)), startTimeoutMs);
         this.#boot = {
           marker: Buffer.from(`${a}${b}:`),
@@ -400,7 +434,8 @@ export class BashSession {
           'unset HISTFILE MAILPATH PROMPT_COMMAND',
           'set +o history +H',
           "__workcell_mark() { builtin printf '%s%s:%s\\n' \"$__workcell_a\" \"$__workcell_b\" \"$1\"; }",
-          'readonly -f __workcell_mark',
+          "__workcell_start() { builtin printf '%s%s+\\n' \"$__workcell_a\" \"$__workcell_b\"; }",
+          'readonly -f __workcell_mark __workcell_start',
           'PROMPT_COMMAND=\'__workcell_mark "$?"\'',
           'readonly PROMPT_COMMAND',
           `__workcell_a=${a} __workcell_b=${b}\n`,
@@ -444,7 +479,34 @@ export class BashSession {
       this.#between.append(Buffer.from(live.text.push(chunk)));
       return;
     }
-    const data = call.carry.length === 0 ? chunk : Buffer.concat([call.carry, chunk]);
+    let data = call.carry.length === 0 ? chunk : Buffer.concat([call.carry, chunk]);
+    if (!call.started) {
+      // Before the start marker comes the output of background jobs since the last call (this call shows it).
+      const start = data.indexOf(call.startMarker);
+      const end = data.indexOf(call.marker);
+      if (end !== -1 && (start === -1 || end < start)) {
+        // Back at the prompt without having started the command: interrupted while still reading its line (forced).
+        call.started = true;
+      } else if (start === -1) {
+        const keep = Math.min(data.length, call.startMarker.length - 1);
+        call.capture.append(Buffer.from(live.text.push(data.subarray(0, data.length - keep))));
+        call.carry = Buffer.from(data.subarray(data.length - keep));
+        return;
+      } else {
+        call.capture.append(Buffer.from(live.text.push(data.subarray(0, start))));
+        // The terminal turns the newline into \r\n: the marker's line ends at the \n.
+        const newline = data.indexOf(0x0a, start + call.startMarker.length);
+        if (newline === -1) {
+          call.carry = Buffer.from(data.subarray(start));
+          return;
+        }
+        data = data.subarray(newline + 1);
+        call.carry = Buffer.alloc(0);
+        call.started = true;
+        call.onStart();
+        if (call.done) return;
+      }
+    }
     const at = data.indexOf(call.marker);
     if (at === -1) {
       const keep = Math.min(data.length, call.marker.length - 1);
