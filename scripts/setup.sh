@@ -50,9 +50,20 @@ fi
 
 # --- the microVM guest kernel ------------------------------------------------------------------------------
 # Debian's cloud kernel (Ubuntu: the kvm flavour), unpacked into the image directory, never installed: an installed
-# kernel becomes a boot candidate for the host itself. Only when none is there yet.
+# kernel becomes a boot candidate for the host itself. Only when there is none yet, or the one there lacks what the
+# guest's init needs: the drivers of src/runtimes/microvm/kernel-modules.ts (requiredGuestDrivers), each a module
+# (modules.order; the files may be .ko, .ko.xz, .ko.zst) or built in (modules.builtin). Prints the first one missing.
+guest_kernel_ok() { # dir
+  local modules list driver
+  ls "$1"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "vmlinuz"; return 1; }
+  modules="$(ls -d "$1"/lib/modules/* "$1"/usr/lib/modules/* 2>/dev/null | sort -V | tail -n 1)"
+  list="$(cat "$modules/modules.order" "$modules/modules.builtin" 2>/dev/null || true)"
+  for driver in virtio_mmio virtio_blk virtio_console ext4 overlay; do
+    grep -q "/$driver\.ko" <<<"${list//-/_}" || { echo "$driver"; return 1; }
+  done
+}
 kernel_dir="${WORKCELL_IMAGE_DIR:-/var/lib/workcell/images}/kernel"
-if ! ls "$kernel_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+if ! guest_kernel_ok "$kernel_dir" >/dev/null; then
   meta=""
   for candidate in linux-image-cloud-amd64 linux-image-kvm; do
     if apt-cache show "$candidate" >/dev/null 2>&1; then meta="$candidate"; break; fi
@@ -60,13 +71,21 @@ if ! ls "$kernel_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
   if [ -n "$meta" ] && [ "$(uname -m)" = x86_64 ]; then
     image_pkg="$(apt-cache depends "$meta" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
     log "unpacking the microVM guest kernel $image_pkg into $kernel_dir"
-    tmp="$(mktemp -d)"; chmod 755 "$tmp"
+    mkdir -p "$(dirname "$kernel_dir")"
+    tmp="$(mktemp -d "$(dirname "$kernel_dir")/.kernel.XXXXXX")"; chmod 755 "$tmp"
     (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=600 download "$image_pkg" >/dev/null 2>&1)
     # Ubuntu ships the modules apart (the kvm flavour builds virtio in; take them where they exist).
     modules_pkg="linux-modules-${image_pkg#linux-image-}"
     (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=600 download "$modules_pkg" >/dev/null 2>&1) || true
-    mkdir -p "$kernel_dir"
-    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$kernel_dir"; done
+    mkdir "$tmp/kernel"
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/kernel"; done
+    # Checked before it replaces anything: a kernel the init cannot use stays out.
+    if missing="$(guest_kernel_ok "$tmp/kernel")"; then
+      rm -rf "$kernel_dir"
+      mv "$tmp/kernel" "$kernel_dir"
+    else
+      log "the kernel $image_pkg has no $missing (neither a module nor built in): the microvm runtime stays unavailable (see workcell doctor)"
+    fi
     rm -rf "$tmp"
   else
     log "no cloud/kvm kernel package found: the microvm runtime stays unavailable (see workcell doctor)"

@@ -31,13 +31,16 @@ mmio=""
 for word in $cmdline; do
   case "$word" in virtio_mmio.device=*) mmio="$mmio device=${word#virtio_mmio.device=}" ;; esac
 done
+# Each module after those it depends on (initramfs.ts put them in that order); virtio_mmio takes the devices QEMU put
+# on the command line (a module does not see its kernel parameters unless given them).
 for module in $(cat /modules.order); do
-  if [ "$module" = virtio_mmio ]; then insmod "/lib/modules/$module.ko" $mmio 2>/dev/null; else insmod "/lib/modules/$module.ko" 2>/dev/null; fi
+  args=""
+  [ "$module" = virtio_mmio ] && args="$mmio"
+  insmod "/lib/modules/$module.ko" $args || echo "workcell-init: cannot load the module $module" >&2
 done
-# The console (hvc0) exists only now that virtio_console is loaded.
-# stdin is not a terminal: tini would try to make it the foreground terminal and fail.
+# stdin is not a terminal: tini would try to make it the foreground terminal and fail. stdout and stderr stay on the
+# console (the serial port ttyS0, whose driver is built in).
 exec </dev/null
-[ -c /dev/hvc0 ] && exec >/dev/hvc0 2>&1
 
 # The disks by label: the order of virtio-mmio devices is not the order they were given to the VMM.
 for i in $(seq 500); do

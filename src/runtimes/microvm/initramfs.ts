@@ -1,6 +1,7 @@
-// The microVM's initramfs: a static busybox, the virtio modules of the guest kernel, sandboxd and the guest agent, and
-// /init (guest-init.sh), written as a newc cpio archive here (no cpio tool needed). Cached by the hash of its content,
-// so a changed sandboxd or kernel makes a new one and nothing else does. The rootfs disk (disks.ts) stays the same.
+// The microVM's initramfs: a static busybox, the guest kernel's virtio modules (kernel-modules.ts: decompressed, in
+// dependency order), sandboxd and the guest agent, and /init (guest-init.sh), written as a newc cpio archive here (no
+// cpio tool needed). Cached by the hash of its content, so a changed sandboxd or kernel makes a new one and nothing
+// else does. The rootfs disk (disks.ts) stays the same.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -9,14 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { WorkcellError } from '../../errors.ts';
 import { findExecutable } from '../probe.ts';
 import type { GuestKernel } from './kernel.ts';
-
-/** Modules loaded by /init, in this order (DESIGN §9); those built into the kernel or absent are skipped. */
-export const guestModules = [
-  'drivers/virtio/virtio_ring', 'drivers/virtio/virtio', 'drivers/virtio/virtio_mmio', 'drivers/block/virtio_blk', 'drivers/char/virtio_console',
-  'fs/overlayfs/overlay',
-  // Firecracker's host-guest channel
-  'net/vmw_vsock/vsock', 'net/vmw_vsock/vmw_vsock_virtio_transport_common', 'net/vmw_vsock/vmw_vsock_virtio_transport',
-] as const;
+import { guestModules } from './kernel-modules.ts';
 
 const initScript = fileURLToPath(new URL('./guest-init.sh', import.meta.url));
 
@@ -66,15 +60,9 @@ export async function ensureInitramfs(options: { kernel: GuestKernel; sandboxdBu
     { name: 'workcell/sandboxd.mjs', mode: 0o100644, data: await readFile(options.sandboxdBundle) },
     { name: 'workcell/guest-agent.mjs', mode: 0o100644, data: await readFile(options.guestAgentBundle) },
   ];
-  const order: string[] = [];
-  for (const module of guestModules) {
-    const path = join(options.kernel.modulesDir, 'kernel', `${module}.ko`);
-    if (!existsSync(path)) continue; // built in, or not in this kernel
-    const name = module.split('/').at(-1)!;
-    files.push({ name: `lib/modules/${name}.ko`, mode: 0o100644, data: await readFile(path) });
-    order.push(name);
-  }
-  files.push({ name: 'modules.order', mode: 0o100644, data: Buffer.from(`${order.join('\n')}\n`) });
+  const modules = await guestModules(options.kernel.modulesDir, options.kernel.version);
+  for (const module of modules.load) files.push({ name: `lib/modules/${module.name}.ko`, mode: 0o100644, data: module.data });
+  files.push({ name: 'modules.order', mode: 0o100644, data: Buffer.from(modules.load.map((module) => `${module.name}\n`).join('')) });
   const hash = createHash('sha256');
   for (const file of files) hash.update(`${file.name}\0${file.data.length}\0`).update(file.data);
   const path = join(options.cacheDir, `initramfs-${hash.digest('hex').slice(0, 16)}.cpio`);

@@ -127,7 +127,7 @@ export function extractVmlinux(vmlinuz: Buffer): Buffer {
   throw new Error('no compressed ELF kernel found in the vmlinuz (LZ4, zstd, gzip and xz tried)');
 }
 
-function zstdDecompress(data: Buffer): Buffer {
+export function zstdDecompress(data: Buffer): Buffer {
   const decompress = (zlib as unknown as { zstdDecompressSync?: (input: Buffer) => Buffer }).zstdDecompressSync;
   if (decompress !== undefined) return decompress(data);
   return execFileSync('zstd', ['-dc'], { input: data, maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'ignore'] });

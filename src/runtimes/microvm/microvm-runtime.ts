@@ -26,9 +26,11 @@ import { SandboxLog } from '../sandbox-log.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { openHostEnd, type GuestCounters, type HostEnd } from '../stream-mux/host-end.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxRuntime, SandboxSpec, SandboxUsage } from '../types.ts';
+import { ConsoleTail } from './console-tail.ts';
 import { copyWorkspaceBack, createWorkspaceImage, ensureRootfsImage } from './disks.ts';
 import { configureAndStart, connectGuestVsock, guestVsockPort, launchFirecracker } from './firecracker.ts';
 import { ensureInitramfs, findStaticBusybox } from './initramfs.ts';
+import { guestKernelProblem } from './kernel-modules.ts';
 import { ensureVmlinux, findGuestKernel, kernelFixHint } from './kernel.ts';
 
 /** Under TCG the guest is about 14x slower: sandboxd takes seconds to start. */
@@ -118,7 +120,9 @@ export class MicrovmRuntime implements SandboxRuntime {
   async unavailableReason(): Promise<string | undefined> {
     if (process.platform !== 'linux' || process.arch !== 'x64') return 'microVMs run on x86_64 Linux hosts only';
     try {
-      findGuestKernel(this.#config);
+      const kernel = findGuestKernel(this.#config);
+      const kernelProblem = guestKernelProblem(kernel.modulesDir, kernel.version);
+      if (kernelProblem !== undefined) return kernelProblem;
       findStaticBusybox();
       ensureRootfs(this.#config);
     } catch (error) {
@@ -221,6 +225,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     let egress: EgressSocket | undefined;
     let vm: { process: ChildProcess; carrier: Socket } | undefined;
     let logStream: SandboxLog | undefined;
+    // What the guest printed while it starts: a VM that does not come up says why in its error.
+    const consoleTail = new ConsoleTail();
     try {
       // The agent (uid 1000 in the guest) must own what it finds in its workspace.
       if (process.getuid?.() === 0) await runCommand('chown', ['-R', '--no-dereference', '1000:1000', '--', workspace], { timeoutMs: 120_000 });
@@ -239,8 +245,8 @@ export class MicrovmRuntime implements SandboxRuntime {
       const readySignal = signal === undefined ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
       vm =
         vmm.kind === 'qemu'
-          ? await startQemu({ vmm, runDir, vmlinux, initramfs, rootfsImage, workspaceImage, bootArgs: [...bootArgs, 'console=hvc0', 'workcell.carrier=name=workcell.mux'], vcpus, memoryMb, user, logStream, signal: readySignal })
-          : await startFirecracker({ vmm, runDir, sandboxId, vmlinux, initramfs, rootfsImage, workspaceImage, bootArgs: [...bootArgs, 'console=ttyS0', 'reboot=k', 'pci=off', `workcell.carrier=vsock:${guestVsockPort}`], vcpus, memoryMb, user, logStream, signal: readySignal });
+          ? await startQemu({ vmm, runDir, vmlinux, initramfs, rootfsImage, workspaceImage, bootArgs: [...bootArgs, 'console=ttyS0', 'workcell.carrier=name=workcell.mux'], vcpus, memoryMb, user, logStream, consoleTail, signal: readySignal })
+          : await startFirecracker({ vmm, runDir, sandboxId, vmlinux, initramfs, rootfsImage, workspaceImage, bootArgs: [...bootArgs, 'console=ttyS0', 'reboot=k', 'pci=off', `workcell.carrier=vsock:${guestVsockPort}`], vcpus, memoryMb, user, logStream, consoleTail, signal: readySignal });
       const exited = new Promise<{ code: number | null; signal: string | null }>((resolveExit) => {
         if (vm!.process.exitCode !== null || vm!.process.signalCode !== null) resolveExit({ code: vm!.process.exitCode, signal: vm!.process.signalCode });
         vm!.process.once('exit', (code, exitSignal) => resolveExit({ code, signal: exitSignal }));
@@ -252,11 +258,16 @@ export class MicrovmRuntime implements SandboxRuntime {
         end = await Promise.race([
           openHostEnd({ input: vm.carrier, output: vm.carrier, token, socketPath: join(runDir, 'sandboxd.sock'), egressSocketPath: egress?.socketPath, signal: readySignal }),
           exited.then((status) => {
-            throw new Error(`the VM exited before sandboxd was ready (${status.signal ?? `exit ${status.code}`}); see sandbox.log`);
+            throw new Error(`the VM exited before sandboxd was ready (${status.signal ?? `exit ${status.code}`})`);
           }),
         ]);
       } catch (error) {
         if (readySignal.aborted && !(signal?.aborted ?? false)) throw new Error(`sandboxd in the VM was not ready within ${timeoutMs / 1000} s`, { cause: error });
+        // A channel that breaks (ECONNRESET) is most often the VM going away: say so when it has.
+        let timer: NodeJS.Timeout | undefined;
+        const status = await Promise.race([exited, new Promise<undefined>((resolveWait) => (timer = setTimeout(() => resolveWait(undefined), 2000)))]);
+        clearTimeout(timer);
+        if (status !== undefined) throw new Error(`the VM exited before sandboxd was ready (${status.signal ?? `exit ${status.code}`})`, { cause: error });
         throw error;
       }
       const readyMs = Math.round(performance.now() - started);
@@ -271,7 +282,10 @@ export class MicrovmRuntime implements SandboxRuntime {
       await rm(runDir, { recursive: true, force: true });
       if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
       if (error instanceof WorkcellError) throw error;
-      throw new WorkcellError('sandbox_failed', `the microVM did not start: ${errorMessage(error)}`, { cause: error });
+      // Read what the VMM wrote before it died: its last lines are often the reason.
+      await consoleTail.settled(2000);
+      log?.warn({ err: error, console: consoleTail.lines() }, 'the microVM did not start');
+      throw new WorkcellError('sandbox_failed', `the microVM did not start: ${errorMessage(error)}; ${consoleTail.describe()}`, { cause: error });
     }
   }
 
@@ -412,13 +426,14 @@ interface StartOptions {
   memoryMb: number;
   user: { uid: number; gid: number } | undefined;
   logStream: NodeJS.WritableStream;
+  consoleTail: ConsoleTail;
   signal: AbortSignal;
 }
 
 /** QEMU's argv for the sandbox's VM (exported for tests). */
-export function qemuArgs(options: Omit<StartOptions, 'user' | 'logStream' | 'signal'> & { accel: 'kvm' | 'tcg' }): string[] {
+export function qemuArgs(options: Omit<StartOptions, 'user' | 'logStream' | 'consoleTail' | 'signal'> & { accel: 'kvm' | 'tcg' }): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,isa-serial=off,rtc=on',
+    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on',
     '-accel', options.accel,
     '-cpu', options.accel === 'kvm' ? 'host' : 'max',
     '-m', `${options.memoryMb}M`,
@@ -431,10 +446,12 @@ export function qemuArgs(options: Omit<StartOptions, 'user' | 'logStream' | 'sig
     // Under TCG the guest finds no timer to calibrate its TSC and delay loop against (no HPET or PM timer on microvm)
     // and waits forever: give it both.
     '-append', [...options.bootArgs, ...(options.accel === 'tcg' ? ['tsc_early_khz=2000000', 'lpj=4000000'] : [])].join(' '),
-    '-device', 'virtio-serial-device,max_ports=2',
-    // The guest's console (kernel messages, the init's and the guest agent's logs) to QEMU's stdout: sandbox.log.
+    // The guest's console (kernel messages, the init's and the guest agent's logs) to QEMU's stdout: sandbox.log. The
+    // ISA serial port, not a virtio console: its driver (8250) is built into every distribution kernel, so whatever
+    // the guest prints before its virtio modules load (or when they fail to) is there too.
     '-chardev', 'stdio,id=console,signal=off',
-    '-device', 'virtconsole,chardev=console',
+    '-serial', 'chardev:console',
+    '-device', 'virtio-serial-device,max_ports=2',
     '-chardev', `socket,id=mux,path=${join(options.runDir, 'mux.sock')},server=on,wait=off`,
     '-device', 'virtserialport,chardev=mux,name=workcell.mux',
     '-drive', `id=rootfs,file=${options.rootfsImage},format=raw,if=none,readonly=on`,
@@ -450,6 +467,8 @@ async function startQemu(options: StartOptions & { vmm: Extract<Vmm, { kind: 'qe
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   child.stdout.pipe(options.logStream, { end: false });
   child.stderr.pipe(options.logStream, { end: false });
+  options.consoleTail.attach(child.stdout);
+  options.consoleTail.attach(child.stderr);
   child.on('error', () => undefined);
   const carrier = await connectWhenThere(join(options.runDir, 'mux.sock'), 10_000, child);
   return { process: child, carrier };
@@ -477,6 +496,8 @@ async function startFirecracker(options: StartOptions & { vmm: Extract<Vmm, { ki
   });
   launch.process.stdout!.pipe(options.logStream, { end: false });
   launch.process.stderr!.pipe(options.logStream, { end: false });
+  options.consoleTail.attach(launch.process.stdout!);
+  options.consoleTail.attach(launch.process.stderr!);
   launch.process.on('error', () => undefined);
   (await connectWhenThere(launch.apiSocket, 10_000, launch.process)).destroy();
   await configureAndStart(launch.apiSocket, launch.vm);

@@ -1,9 +1,10 @@
 // The microVM's pieces that need no VM: the LZ4 legacy decoder that unpacks Debian's vmlinuz (checked against the
 // lz4 tool where it is installed), the newc cpio writer of the initramfs, and QEMU's argv (no network device, the
-// rootfs read-only, the channel and console, QEMU's own sandbox).
+// rootfs read-only, the channel and console, QEMU's own sandbox), and the console tail a VM that does not start reports.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { findExecutable } from '../probe.ts';
+import { ConsoleTail } from './console-tail.ts';
 import { writeCpio } from './initramfs.ts';
 import { decodeLz4Block, decodeLz4Legacy } from './kernel.ts';
 import { qemuArgs } from './microvm-runtime.ts';
@@ -48,8 +49,35 @@ describe('qemuArgs', () => {
     expect(joined).toContain('id=rootfs,file=/r.ext4,format=raw,if=none,readonly=on');
     expect(joined).toContain('socket,id=mux,path=/run/workcell/sb-x/mux.sock,server=on,wait=off');
     expect(joined).toContain('virtserialport,chardev=mux,name=workcell.mux');
+    // The console is the ISA serial port (a built-in driver), so the guest's output is there before any module loads.
+    expect(joined).toContain('isa-serial=on');
+    expect(joined).toContain('-serial chardev:console');
+    expect(joined).not.toContain('virtconsole');
     expect(joined).toContain('-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     expect(args[args.indexOf('-append') + 1]).toBe('quiet tsc_early_khz=2000000 lpj=4000000');
     expect(qemuArgs({ runDir: '/r', vmlinux: '/k', initramfs: '/i', rootfsImage: '/r', workspaceImage: '/w', bootArgs: ['quiet'], vcpus: 1, memoryMb: 512, accel: 'kvm' })).toContain('host');
+  });
+});
+
+describe('ConsoleTail', () => {
+  it('keeps the last lines, without control sequences, and says where the rest is', () => {
+    const tail = new ConsoleTail({ maxLines: 3, maxChars: 200 });
+    expect(tail.describe()).toMatch(/printed nothing/);
+    tail.write('[    0.1] Linux version 6.12\r\n');
+    tail.write(Buffer.from('workcell-init: cannot load the module virtio_mmio\n\n\x1b[31mred\x1b[0m line\n'));
+    tail.write('workcell-init: no rootfs disk (label workcell-root)');
+    tail.write('; block devices: \n');
+    expect(tail.lines()).toEqual(['workcell-init: cannot load the module virtio_mmio', 'red line', 'workcell-init: no rootfs disk (label workcell-root); block devices:']);
+    expect(tail.describe()).toMatch(/^the last lines of its console \(all of it is in sandbox\.log in the job's logs\):\n {2}workcell-init: cannot load/);
+  });
+
+  it('bounds what it keeps and reports', () => {
+    const tail = new ConsoleTail({ maxLines: 25, maxChars: 100 });
+    for (let i = 0; i < 10_000; i++) tail.write(`line ${i} ${'x'.repeat(30)}\n`);
+    const lines = tail.lines();
+    expect(lines.at(-1)).toMatch(/^line 9999 /);
+    expect(lines.join('\n').length).toBeLessThanOrEqual(100);
+    tail.write(`${'y'.repeat(1000)}\n`);
+    expect(tail.lines()).toEqual([`…${'y'.repeat(100)}`]);
   });
 });
