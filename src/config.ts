@@ -67,6 +67,9 @@ export const configSchema = z.object({
   pids: integer(32, 1 << 22).default(512).describe('WORKCELL_PIDS: default processes and threads per sandbox'),
   diskMb: integer(16, 1 << 24).default(4096).describe('WORKCELL_DISK_MB: default size of a job\'s workspace disk and of its /tmp, MB'),
   idleTimeS: integer(1, 7 * 24 * 3600).default(600).describe('WORKCELL_IDLE_TIME_S: default time a job may go without an event before it is ended'),
+  wallTimeMaxS: integer(1, 7 * 24 * 3600).default(24 * 3600).describe('WORKCELL_WALL_TIME_MAX_S: the most wall time a job may ask for, seconds (default 86400)'),
+  stepsMax: integer(1, 100_000).default(2000).describe('WORKCELL_STEPS_MAX: the most model turns a job may ask for (default 2000)'),
+  idleTimeMaxS: integer(1, 7 * 24 * 3600).default(3600).describe('WORKCELL_IDLE_TIME_MAX_S: the most idle time a job may ask for, seconds (default 3600)'),
   sandboxLogMb: integer(1, 1 << 20).default(64).describe("WORKCELL_SANDBOX_LOG_MB: most a job's logs/sandbox.log may hold (what its sandbox's daemon, VM or container prints), MB; beyond it output is dropped, with a marker; default 64; also the most a job may ask for"),
   auditLogMb: integer(1, 1 << 20).default(64).describe("WORKCELL_AUDIT_LOG_MB: most a job's audit.jsonl may hold, MB; beyond it entries are dropped, with a last entry saying so; default 64; also the most a job may ask for"),
   contextMb: integer(8, 1 << 20).default(1024).describe("WORKCELL_CONTEXT_MB: most a job's history may take on disk (context.db and its images), MB; one tool output keeps at most 1/16 of it (head and tail), and a job whose history is full ends with an error; default 1024; also the most a job may ask for"),
@@ -100,11 +103,11 @@ const envNames: Record<keyof Config, string> = {
   host: 'WORKCELL_HOST',
   port: 'WORKCELL_PORT',
   publicUrl: 'WORKCELL_PUBLIC_URL',
+  allowedHosts: 'WORKCELL_ALLOWED_HOSTS',
+  sandboxUrl: 'WORKCELL_SANDBOX_URL',
   concurrency: 'WORKCELL_CONCURRENCY',
   model: 'WORKCELL_MODEL',
   openaiCompatibleBaseUrl: 'WORKCELL_OPENAI_COMPATIBLE_BASE_URL',
-  allowedHosts: 'WORKCELL_ALLOWED_HOSTS',
-  sandboxUrl: 'WORKCELL_SANDBOX_URL',
   openaiCompatibleApiKey: 'WORKCELL_OPENAI_COMPATIBLE_API_KEY',
   modelStream: 'WORKCELL_MODEL_STREAM',
   modelMaxRetries: 'WORKCELL_MODEL_MAX_RETRIES',
@@ -132,6 +135,9 @@ const envNames: Record<keyof Config, string> = {
   pids: 'WORKCELL_PIDS',
   diskMb: 'WORKCELL_DISK_MB',
   idleTimeS: 'WORKCELL_IDLE_TIME_S',
+  wallTimeMaxS: 'WORKCELL_WALL_TIME_MAX_S',
+  stepsMax: 'WORKCELL_STEPS_MAX',
+  idleTimeMaxS: 'WORKCELL_IDLE_TIME_MAX_S',
   sandboxLogMb: 'WORKCELL_SANDBOX_LOG_MB',
   auditLogMb: 'WORKCELL_AUDIT_LOG_MB',
   contextMb: 'WORKCELL_CONTEXT_MB',
@@ -152,7 +158,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     if (value !== undefined && value !== '') raw[key] = value;
   }
   for (const [key, value] of Object.entries(overrides)) if (value !== undefined) raw[key] = value;
-  const parsed = configSchema.safeParse(raw);
+  const parsed = configSchema
+    .superRefine((config, context) => {
+      // A default above its maximum would make every job that takes the default invalid.
+      for (const [value, max] of [['wallTimeS', 'wallTimeMaxS'], ['maxSteps', 'stepsMax'], ['idleTimeS', 'idleTimeMaxS']] as const) {
+        if (config[value] > config[max]) context.addIssue({ code: 'custom', path: [value], message: `${config[value]} is above ${envNames[max]} (${config[max]}): raise that, or lower this` });
+      }
+    })
+    .safeParse(raw);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const key = issue.path[0] as keyof Config | undefined;

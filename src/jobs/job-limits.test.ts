@@ -8,11 +8,14 @@ const config = loadConfig({}, { dataDir: '/nonexistent', cpus: 2, memoryMb: 1024
 describe('job limits', () => {
   it('fills what the client left out from the server defaults', () => {
     expect(resolveJobLimits(config)).toEqual({ wall_time_s: 60, max_steps: 10, cpus: 2, memory_mb: 1024, pids: 256, disk_mb: 2048, idle_time_s: 300, sandbox_log_mb: 16, audit_log_mb: 32, context_mb: 512 });
-    expect(resolveJobLimits(config, { memory_mb: 128, wall_time_s: 7200, idle_time_s: 9000 })).toMatchObject({ memory_mb: 128, wall_time_s: 7200, idle_time_s: 9000, pids: 256 });
+    expect(resolveJobLimits(config, { memory_mb: 128, wall_time_s: 7200, idle_time_s: 3000 })).toMatchObject({ memory_mb: 128, wall_time_s: 7200, idle_time_s: 3000, pids: 256 });
   });
 
-  it('refuses resource limits above the server defaults, naming the setting', () => {
+  it('refuses resource limits above the server defaults, and time and steps above their maximums, naming the setting', () => {
     const fields = [
+      ['wall_time_s', 86_401, 'WORKCELL_WALL_TIME_MAX_S'],
+      ['max_steps', 2001, 'WORKCELL_STEPS_MAX'],
+      ['idle_time_s', 3601, 'WORKCELL_IDLE_TIME_MAX_S'],
       ['cpus', 2.5, 'WORKCELL_CPUS'],
       ['memory_mb', 1025, 'WORKCELL_MEMORY_MB'],
       ['pids', 1000, 'WORKCELL_PIDS'],
@@ -26,6 +29,11 @@ describe('job limits', () => {
       expect(attempt, field).toThrow(WorkcellError);
       expect(attempt, field).toThrow(new RegExp(`limits.${field} \\(${value}\\) is above what this server allows .*${env}`));
     }
+  });
+
+  it('refuses a server whose defaults are above its own maximums', () => {
+    expect(() => loadConfig({ WORKCELL_WALL_TIME_S: '7200', WORKCELL_WALL_TIME_MAX_S: '3600' })).toThrow(/WORKCELL_WALL_TIME_S: 7200 is above WORKCELL_WALL_TIME_MAX_S \(3600\)/);
+    expect(() => loadConfig({ WORKCELL_MAX_STEPS: '50', WORKCELL_STEPS_MAX: '10' })).toThrow(/WORKCELL_MAX_STEPS: 50 is above WORKCELL_STEPS_MAX/);
   });
 
   it('gives the caps on host files in bytes, the server defaults for rows from before them', () => {

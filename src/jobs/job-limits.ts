@@ -1,7 +1,8 @@
 // A job's limits: what the client asked for, filled in from the server's defaults. The server's resource defaults
 // (WORKCELL_CPUS, _MEMORY_MB, _PIDS, _DISK_MB) and its caps on host files (_SANDBOX_LOG_MB, _AUDIT_LOG_MB,
 // _CONTEXT_MB) are also the most a job may ask for: a client can lower them, never raise them, so the operator's
-// limits hold whatever a request says.
+// limits hold whatever a request says. Time and steps have maximums of their own (WORKCELL_WALL_TIME_MAX_S,
+// _STEPS_MAX, _IDLE_TIME_MAX_S): a job may ask for more than the default, up to those.
 import type { Config } from '../config.ts';
 import { invalidRequest } from '../errors.ts';
 import type { SandboxLimits } from '../runtimes/types.ts';
@@ -11,9 +12,12 @@ import type { JobLimits } from './job-store.ts';
 export const hostFileLimits = ['sandbox_log_mb', 'audit_log_mb', 'context_mb'] as const;
 export type HostFileLimit = (typeof hostFileLimits)[number];
 
-type ResourceLimit = 'cpus' | 'memory_mb' | 'pids' | 'disk_mb' | HostFileLimit;
+type CeilingField = 'wall_time_s' | 'max_steps' | 'idle_time_s' | 'cpus' | 'memory_mb' | 'pids' | 'disk_mb' | HostFileLimit;
 
-const ceilings: Array<{ field: ResourceLimit; config: 'cpus' | 'memoryMb' | 'pids' | 'diskMb' | 'sandboxLogMb' | 'auditLogMb' | 'contextMb'; env: string }> = [
+const ceilings: Array<{ field: CeilingField; config: 'wallTimeMaxS' | 'stepsMax' | 'idleTimeMaxS' | 'cpus' | 'memoryMb' | 'pids' | 'diskMb' | 'sandboxLogMb' | 'auditLogMb' | 'contextMb'; env: string }> = [
+  { field: 'wall_time_s', config: 'wallTimeMaxS', env: 'WORKCELL_WALL_TIME_MAX_S' },
+  { field: 'max_steps', config: 'stepsMax', env: 'WORKCELL_STEPS_MAX' },
+  { field: 'idle_time_s', config: 'idleTimeMaxS', env: 'WORKCELL_IDLE_TIME_MAX_S' },
   { field: 'cpus', config: 'cpus', env: 'WORKCELL_CPUS' },
   { field: 'memory_mb', config: 'memoryMb', env: 'WORKCELL_MEMORY_MB' },
   { field: 'pids', config: 'pids', env: 'WORKCELL_PIDS' },
