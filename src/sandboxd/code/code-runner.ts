@@ -4,11 +4,12 @@
 // runs as an execute_request over the kernel's websocket; the call collects what the kernel sends back for it
 // (outputs.ts) until the reply has come and the kernel is idle again.
 //
-// Time: timeout_ms bounds the execution, not the kernel's start. At the timeout (or when the caller goes away) the
-// kernel is interrupted (SIGINT: KeyboardInterrupt in Python); if it has not stopped `interruptGraceMs` later it is
-// killed and replaced by a new kernel, and the result says that the state is gone. A kernel that dies (os._exit, a crash, the memory limit) is
-// restarted by Jupyter; the call it was running, or else the next call, says so. Calls of one language run one at a
-// time; languages are independent. run() never rejects for what the code does: errors, timeouts and dead kernels are
+// Time: timeout_ms bounds the execution, not the kernel's start, nor its restart by Jupyter after it died: code is
+// sent only once the kernel has answered on the connection it is sent on (#connect). At the timeout (or when the
+// caller goes away) the kernel is interrupted (SIGINT: KeyboardInterrupt in Python); if it has not stopped
+// `interruptGraceMs` later it is killed and replaced by a new kernel, and the result says that the state is gone. A
+// kernel that dies (os._exit, a crash, the memory limit) is restarted by Jupyter; the call it was running, or else the
+// next call, says so. Calls of one language run one at a time; languages are independent. run() never rejects for what the code does: errors, timeouts and dead kernels are
 // results. It rejects only when Jupyter itself cannot be started or reached (SandboxdToolError 'unavailable').
 import { performance } from 'node:perf_hooks';
 import type { z } from 'zod';
@@ -55,6 +56,14 @@ interface Kernel {
 const tslabQuietMs = 250;
 /** After an interrupt, the longest wait for the execution to end while its output keeps arriving. */
 const maxDrainMs = 20_000;
+/** While a kernel has not answered yet, how often it is asked again (a request sent before it listened may be lost). */
+const readyProbeIntervalMs = 500;
+/**
+ * A connection whose kernel has not answered for this long is replaced by a fresh one: Jupyter restarts a kernel that
+ * dies young on new ports, and a connection opened just before that is wired to the old ones. Not a limit: the
+ * kernel has kernelStartTimeoutMs in all.
+ */
+const reconnectAfterMs = 10_000;
 
 type End = { kind: 'complete' } | { kind: 'died' } | { kind: 'dead' } | { kind: 'closed' };
 
@@ -256,6 +265,9 @@ export class CodeRunner {
       notes.push(`The ${language} kernel process had exited since the last call (killed by a command, or by the sandbox's memory limit) and was restarted: ${stateGone}.`);
       kernel.diedBetweenCalls = false;
       stateLost = true;
+      // Jupyter may still be restarting it: reconnect below, which waits for the new process to answer.
+      kernel.connection?.close();
+      kernel.connection = undefined;
     }
     if (kernel !== undefined && kernel.connection?.isOpen !== true) {
       const exists = await this.#jupyter.api('GET', `api/kernels/${kernel.kernelId}`).then((response) => response.status === 200, () => false);
@@ -307,9 +319,30 @@ export class CodeRunner {
     return kernel;
   }
 
-  /** Opens the kernel's channels websocket (open once the kernel answered) and watches it for deaths between calls. */
+  /**
+   * Opens the kernel's channels websocket, returns it once the kernel has answered on it, and watches it for deaths
+   * between calls. An open websocket alone does not mean a kernel that listens: jupyter-server waits for kernel_info
+   * only on a kernel's first connection, and does not check a kernel it last saw busy (as one that died running code
+   * was), so right after Jupyter restarted a kernel the socket opens while the new process is still starting, and code
+   * sent then would have its timeout charged with the restart (and its interrupt would kill the starting kernel).
+   */
   async #connect(kernel: Kernel): Promise<KernelConnection> {
-    const connection = await KernelConnection.open(this.#jupyter.websocketUrl(`api/kernels/${kernel.kernelId}/channels`), this.#jupyter.authorization, this.#kernelStartTimeoutMs);
+    const started = performance.now();
+    const url = this.#jupyter.websocketUrl(`api/kernels/${kernel.kernelId}/channels`);
+    let connection: KernelConnection | undefined;
+    for (let connections = 1; ; connections++) {
+      const remainingMs = this.#kernelStartTimeoutMs - (performance.now() - started);
+      if (remainingMs <= 0 || this.#closed) {
+        connection?.close();
+        throw new Error(this.#closed ? 'sandboxd is shutting down' : `the kernel did not answer within ${this.#kernelStartTimeoutMs} ms`);
+      }
+      connection?.close();
+      connection = await KernelConnection.open(url, this.#jupyter.authorization, remainingMs);
+      if (await answers(connection, Math.min(reconnectAfterMs, remainingMs))) {
+        if (connections > 1) this.#log.info('kernel answered on a fresh connection', { language: kernel.language, connections, wait_ms: Math.round(performance.now() - started) });
+        break;
+      }
+    }
     connection.subscribe((message: KernelMessage) => {
       if (message.header.msg_type !== 'status' || kernel.busy) return;
       if (message.content.execution_state === 'restarting' || message.content.execution_state === 'dead') kernel.diedBetweenCalls = true;
@@ -380,6 +413,41 @@ export class CodeRunner {
     if (this.#kernels.get(kernel.language) === kernel) this.#kernels.delete(kernel.language);
     await this.#jupyter.api('DELETE', `api/sessions/${kernel.sessionId}`, undefined, { timeoutMs: 15_000 }).catch(() => undefined);
   }
+}
+
+/**
+ * Whether the kernel behind `connection` answers within `windowMs`: a kernel_info_request (sent again every
+ * readyProbeIntervalMs) gets its reply on the shell channel and its status on IOPub, so the kernel listens and this
+ * connection's IOPub subscription is in place (output published before it is would be lost).
+ */
+function answers(connection: KernelConnection, windowMs: number): Promise<boolean> {
+  if (!connection.isOpen) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const replied = new Set<string>();
+    const reported = new Set<string>();
+    const send = () => {
+      if (connection.isOpen) connection.send('shell', 'kernel_info_request', {});
+    };
+    const probe = setInterval(send, readyProbeIntervalMs);
+    const windowTimer = setTimeout(() => settle(false), windowMs);
+    const unsubscribe = connection.subscribe((message) => {
+      const parent = message.parent_header.msg_id;
+      if (parent === undefined) return;
+      if (message.header.msg_type === 'kernel_info_reply') replied.add(parent);
+      else if (message.header.msg_type === 'status') reported.add(parent);
+      else return;
+      if (replied.has(parent) && reported.has(parent)) settle(true);
+    });
+    const stopWatchingClose = connection.onClose(() => settle(false));
+    function settle(answered: boolean): void {
+      clearInterval(probe);
+      clearTimeout(windowTimer);
+      unsubscribe();
+      stopWatchingClose();
+      resolve(answered);
+    }
+    send();
+  });
 }
 
 function stringOf(value: unknown, fallback = ''): string {

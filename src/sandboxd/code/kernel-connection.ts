@@ -1,8 +1,8 @@
 // One websocket to a Jupyter kernel's channels (`api/kernels/<id>/channels`), with Node's built-in WebSocket (it sends
-// the token header, so the token never appears in a URL). jupyter-server opens the socket only once the kernel
-// answered kernel_info, so an open connection means a kernel that is ready. Messages are Jupyter's JSON form of the
-// messaging protocol (v5.3): header, parent_header, metadata, content and the channel; binary frames (messages with
-// buffers, used by widgets) are not needed here and are ignored.
+// the token header, so the token never appears in a URL). An open socket does not always mean a kernel that listens
+// (right after Jupyter restarted it, it may still be starting): code-runner.ts asks the kernel before sending code.
+// Messages are Jupyter's JSON form of the messaging protocol (v5.3): header, parent_header, metadata, content and the
+// channel; binary frames (messages with buffers, used by widgets) are not needed here and are ignored.
 import { randomUUID } from 'node:crypto';
 
 export interface KernelMessage {
