@@ -39,7 +39,8 @@ function startServer(dir: string, baseUrl: string): Promise<{ child: ChildProces
       ...process.env,
       WORKCELL_MODEL: 'openai-compatible:gpt-4o-mini',
       WORKCELL_OPENAI_COMPATIBLE_BASE_URL: baseUrl,
-      WORKCELL_CONTEXT_WINDOW: '8192',
+      // Room for the system prompt and the tool definitions (about 7k tokens) and a few steps; the test is about resuming, not condensing.
+      WORKCELL_CONTEXT_WINDOW: '16384',
       WORKCELL_LEASE_MS: '2000',
       WORKCELL_LOG_LEVEL: 'warn',
       WORKCELL_CONCURRENCY: '1',
