@@ -17,7 +17,12 @@ export interface HostProbe {
   detail: string;
 }
 
-const commandTimeoutMs = 1500;
+/**
+ * How long a probe's command (bwrap --version, getent, a user-namespace check) or the Docker engine may take: a bound
+ * for one that hangs, not an expectation of speed. On a busy host starting even `bwrap --version` can take a second
+ * or more, and a probe that gave up then would report a working runtime as missing (and fail the sandbox it was for).
+ */
+const commandTimeoutMs = 15_000;
 
 /** The absolute path of a command on PATH (or in the sbin directories, which many users' PATH lacks). */
 export function findExecutable(name: string): string | undefined {
