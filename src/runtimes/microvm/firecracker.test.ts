@@ -96,12 +96,18 @@ describe('the guest vsock through Firecracker\'s host socket', () => {
     const socket = await connectGuestVsock(path, 1024, { timeoutMs: 2000 });
     try {
       expect(seen).toEqual(['CONNECT 1024\n']);
-      const received: string[] = [];
-      socket.on('data', (chunk: Buffer) => received.push(chunk.toString('utf8')));
-      socket.resume();
-      socket.write('ping');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(received.join('')).toBe('helloecho:ping');
+      // Read until as many bytes as expected have come (a fixed wait would be a guess at how busy the machine is).
+      const expected = 'helloecho:ping';
+      const received = await new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('utf8');
+          if (text.length >= expected.length) resolve(text);
+        });
+        socket.resume();
+        socket.write('ping');
+      });
+      expect(received).toBe(expected);
     } finally {
       socket.destroy();
     }
