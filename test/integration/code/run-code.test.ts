@@ -81,15 +81,13 @@ describe('run_code in a real sandbox', () => {
 
   it('python: an infinite loop is interrupted at its timeout, and the kernel still answers with its state', async () => {
     await run('python', 'x = 21');
-    const started = performance.now();
+    // Interrupted, not replaced: the kernel kept its state (a kernel that does not stop is replaced, state_lost).
     const looped = await run('python', 'while True: pass', 2000);
-    const elapsed = performance.now() - started;
     expect(looped.status).toBe('timeout');
     expect(looped.state_lost).toBe(false);
     expect(looped.outputs).toEqual([expect.objectContaining({ type: 'error', name: 'KeyboardInterrupt' })]);
     expect(looped.notes.join(' ')).toMatch(/longer than timeout_ms \(2000 ms\) and was interrupted; the kernel stopped and kept its state/);
     expect(looped.duration_ms).toBeGreaterThanOrEqual(2000);
-    expect(elapsed).toBeLessThan(15_000);
     const after = await run('python', 'print(x)');
     expect(after).toMatchObject({ status: 'ok', state_lost: false, outputs: [{ type: 'stream', name: 'stdout', text: '21\n' }] });
   });

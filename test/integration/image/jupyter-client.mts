@@ -145,7 +145,8 @@ try {
   let status: { version?: string } | undefined;
   while (status === undefined) {
     if (server.exitCode !== null) throw new Error(`jupyter server exited (${server.exitCode}):\n${serverLog}`);
-    if (performance.now() - startedAt > 30_000) throw new Error(`jupyter server not ready after 30 s:\n${serverLog}`);
+    // sandboxd's own bound for a Jupyter start (src/sandboxd/code/jupyter-server.ts): a hang, not a slow machine.
+    if (performance.now() - startedAt > 60_000) throw new Error(`jupyter server not ready after 60 s:\n${serverLog}`);
     status = await api<{ version: string }>('GET', '/api').catch(async () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
       return undefined;

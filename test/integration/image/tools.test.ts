@@ -99,10 +99,12 @@ describe('sandbox image', () => {
     expect(result.output.trim()).toBe('round trip');
   });
 
+  // A Jupyter server and three kernel starts, one after the other: bounded for a hang, not timed (a busy machine
+  // makes each start take tens of seconds).
   it('runs Python, TypeScript and JavaScript kernels under Jupyter with the image configuration', async () => {
     const { sh, workspace } = fixture();
     await copyFile(fileURLToPath(new URL('jupyter-client.mts', import.meta.url)), join(workspace, 'jupyter-client.mts'));
-    const result = await sh('node /workspace/jupyter-client.mts', 90_000);
+    const result = await sh('node /workspace/jupyter-client.mts', 300_000);
     const line = result.output.split('\n').findLast((text) => text.startsWith('{')) ?? result.output;
     expect(result.exit_code, line).toBe(0);
     const report = JSON.parse(line) as JupyterReport;
@@ -116,12 +118,29 @@ describe('sandbox image', () => {
     expect(byKernel.tslab?.check.stdout).toBe('true true\n');
     expect(byKernel.jslab?.check.stdout).toBe('2,4,6\n');
     // TCP_NODELAY on the kernel websocket (jupyter_server_config.py): without it every round trip waits out the
-    // client's delayed ACK (measured here: never under 43 ms, median about 52); with it the fastest of ten took 7-25 ms
-    // on a loaded machine. The fastest is compared, so a busy machine's slow round trips do not fail this.
-    for (const kernel of report.kernels) {
-      expect(Math.min(...kernel.warmRoundTripsMs), `${kernel.kernel} round trips ${kernel.warmRoundTripsMs.join(', ')} ms`).toBeLessThan(38);
-    }
+    // client's delayed ACK (never under 43 ms, median about 52; with it 7-25 ms). Round trips are only reported below:
+    // on a busy machine even the fastest of ten can take longer than the delayed ACK. What is checked is that the
+    // image's configuration, loaded as Jupyter loads it, makes the installed server's kernel websocket handler turn
+    // TCP_NODELAY on before anything else when a connection opens.
+    const nodelay = await sh(`python3 - <<'EOF'
+import runpy
+from traitlets.config import Config
+config = Config()
+runpy.run_path("/etc/jupyter/jupyter_server_config.py", init_globals={"get_config": lambda: config})
+from jupyter_server.services.kernels.handlers import ZMQChannelsHandler
+class Opened(Exception):
+    pass
+class Connection:
+    def set_nodelay(self, value):
+        print("set_nodelay", value)
+        raise Opened()
+try:
+    ZMQChannelsHandler.open(Connection(), "kernel-id")
+except Opened:
+    pass
+EOF`);
+    expect(nodelay.output).toBe('set_nodelay True\n');
     const timings = report.kernels.map((k) => `${k.kernel}: session ${k.sessionMs} ms, first execute ${k.firstExecute.durationMs} ms, warm ${k.warmRoundTripsMs.join('/')} ms`);
     console.info(`jupyter server ready in ${report.serverReadyMs} ms; ${timings.join('; ')}`);
-  });
+  }, 330_000);
 });
