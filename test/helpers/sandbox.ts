@@ -133,8 +133,12 @@ export function sandboxProcesses(sandbox: BwrapSandbox): Promise<number[]> {
   return pidNamespaceMembers(sandbox.pidNamespace);
 }
 
-/** Polls `condition` until it holds or `timeoutMs` passes; for conditions the host observes with no event to wait on. */
-export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+/**
+ * Polls `condition` until it holds or `timeoutMs` passes; for conditions the host observes with no event to wait on.
+ * The bound is for a condition that never comes, so it is generous: on a busy machine what takes a second idle can
+ * take tens.
+ */
+export async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 60_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

@@ -62,7 +62,7 @@ describe('bwrap sandbox processes', () => {
       expect(sleepPid).toBeDefined();
       process.kill(sandbox.pid, 'SIGKILL');
       expect((await sandbox.exited).signal).toBe('SIGKILL');
-      await waitUntil(async () => (await sandboxProcesses(sandbox)).length === 0, 10_000, 'the sandbox processes to die');
+      await waitUntil(async () => (await sandboxProcesses(sandbox)).length === 0, undefined, 'the sandbox processes to die');
       expect(await commandLine(sleepPid!)).toBe('');
       expect(await sandbox.client.healthy()).toBe(false);
     });

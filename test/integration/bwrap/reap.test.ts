@@ -92,7 +92,7 @@ describe('reaping orphaned bwrap sandboxes', () => {
     const inside = async (id: string) => (await labelledProcesses()).filter((each) => each.sandboxId === id && each.namespace !== ownNamespace);
     const ownNamespace = await readlink('/proc/self/ns/pid');
     try {
-      await waitUntil(async () => (await inside(bwrapId)).length === 2 && (await inside(otherId)).length === 1, 10_000, 'both labelled trees');
+      await waitUntil(async () => (await inside(bwrapId)).length === 2 && (await inside(otherId)).length === 1, undefined, 'both labelled trees');
       for (const starter of [bwrap, other]) {
         starter.kill('SIGKILL');
         await new Promise((resolve) => starter.once('exit', resolve));
@@ -103,7 +103,7 @@ describe('reaping orphaned bwrap sandboxes', () => {
       const report = await testRuntime(config).reapOrphans();
       expect(report.processes).toEqual(expect.arrayContaining(bwrapTree));
       for (const pid of otherTree) expect(report.processes).not.toContain(pid);
-      await waitUntil(async () => (await inside(bwrapId)).length === 0, 5000, 'the orphaned bwrap tree to die');
+      await waitUntil(async () => (await inside(bwrapId)).length === 0, undefined, 'the orphaned bwrap tree to die');
       expect((await inside(otherId)).map((each) => each.pid)).toEqual(otherTree);
     } finally {
       for (const each of [...(await inside(bwrapId)), ...(await inside(otherId))]) {

@@ -92,7 +92,7 @@ describe.skipIf(unavailable !== undefined)('image/Dockerfile', () => {
       run(docker, ['run', '--detach', '--name', container, '--publish', '127.0.0.1::8000', '--volume', `${tokenDir}:/run/workcell-token`, sandboxImage, '--token-file', '/run/workcell-token/token']),
     );
     await timed('sandboxd ready', () =>
-      waitUntil(async () => (await runCommand(docker, ['logs', container], { timeoutMs: 10_000 })).stdout.includes('"ready":true'), 30_000, 'the ready line of sandboxd in the container'),
+      waitUntil(async () => (await runCommand(docker, ['logs', container], { timeoutMs: 10_000 })).stdout.includes('"ready":true'), undefined, 'the ready line of sandboxd in the container'),
     );
     const logs = await runCommand(docker, ['logs', container], { timeoutMs: 10_000 });
     expect(JSON.parse(logs.stdout.split('\n')[0] ?? '')).toMatchObject({ ready: true, port: 8000 });
