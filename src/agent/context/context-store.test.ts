@@ -8,12 +8,12 @@ import { Recall } from './recall.ts';
 import { estimateCounter, tiktokenCounter } from './tokens.ts';
 
 describe('token counters', () => {
-  it('count with tiktoken, and count long unbroken runs quickly (in slices)', async () => {
+  // Counted whole, BPE on a 100 000-character run would take minutes (quadratic: seconds for 10 000), far past this
+  // test's timeout; in slices it takes well under a second idle (1.5 s at load 11 on two cores, so no wall-clock bound).
+  it('count with tiktoken, and count long unbroken runs in slices', async () => {
     const counter = await tiktokenCounter('o200k_base');
     expect(counter.count('hello world')).toBe(2);
-    const started = performance.now();
     const run = counter.count('x'.repeat(100_000) + ' ' + 'QUJD'.repeat(25_000));
-    expect(performance.now() - started).toBeLessThan(3000);
     expect(run).toBeGreaterThan(100_000 / 32);
   });
 
