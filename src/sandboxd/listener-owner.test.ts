@@ -24,7 +24,7 @@ async function listenHere(host = '127.0.0.1'): Promise<number> {
 async function listenInChild(): Promise<{ shell: number; port: number }> {
   const child = spawn('bash', ['-c', `"${process.execPath}" -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>console.log(s.address().port))'; true`], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   children.push(child);
-  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
   return { shell: child.pid!, port: Number(line.toString().trim()) };
 }
 
