@@ -74,6 +74,10 @@ export const configSchema = z.object({
   auditLogMb: integer(1, 1 << 20).default(64).describe("WORKCELL_AUDIT_LOG_MB: most a job's audit.jsonl may hold, MB; beyond it entries are dropped, with a last entry saying so; default 64; also the most a job may ask for"),
   contextMb: integer(8, 1 << 20).default(1024).describe("WORKCELL_CONTEXT_MB: most a job's history may take on disk (context.db and its images), MB; one tool output keeps at most 1/16 of it (head and tail), and a job whose history is full ends with an error; default 1024; also the most a job may ask for"),
   unsafeNoLimits: boolean.default(false).describe('WORKCELL_UNSAFE_NO_LIMITS: run sandboxes without CPU, memory, pids and disk limits where the host cannot enforce them (not safe)'),
+  diskLimit: z
+    .enum(['loop', 'tmpfs'])
+    .default('loop')
+    .describe("WORKCELL_DISK_LIMIT: how each job's workspace is held to its disk_mb: loop (an ext4 image on a loop device; the server refuses to start where loop devices do not work) or tmpfs (a size-limited tmpfs, for hosts without loop devices such as containers: its content is in memory, counted against the sandbox's memory limit and the host's RAM, and lost if the host restarts while a job runs)"),
   cgroupParent: z.string().regex(/^(\/[\w.@:-]+)+$/, 'an absolute path inside the cgroup hierarchy, e.g. /workcell').refine((path) => !path.split('/').includes('..'), 'no .. in the path').optional().describe('WORKCELL_CGROUP_PARENT: cgroup under which sandboxes get theirs (default: workcell in the server\'s own cgroup on v1, /workcell on v2)'),
   networkAllow: z
     .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
@@ -142,6 +146,7 @@ const envNames: Record<keyof Config, string> = {
   auditLogMb: 'WORKCELL_AUDIT_LOG_MB',
   contextMb: 'WORKCELL_CONTEXT_MB',
   unsafeNoLimits: 'WORKCELL_UNSAFE_NO_LIMITS',
+  diskLimit: 'WORKCELL_DISK_LIMIT',
   cgroupParent: 'WORKCELL_CGROUP_PARENT',
   networkAllow: 'WORKCELL_NETWORK_ALLOW',
   networkJobPrivate: 'WORKCELL_NETWORK_JOB_PRIVATE',

@@ -6,6 +6,7 @@ import { isLoopbackName } from '../api/origins.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { JobService } from '../jobs/job-service.ts';
 import { JobStore } from '../jobs/job-store.ts';
+import { workspaceDiskCheck } from '../jobs/workspace-disk.ts';
 import { createJobRunner } from '../jobs/run-job.ts';
 import { Scheduler } from '../jobs/scheduler.ts';
 import { Watchdog } from '../jobs/watchdog.ts';
@@ -44,6 +45,11 @@ export function assertListenAllowed(config: Pick<Config, 'host' | 'publicUrl' | 
 
 /** Builds and starts everything; `listen: false` builds the API without opening a port (tests use inject()). */
 export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
+  // Every job's workspace is held to its disk_mb (a secure default): a host that cannot do it is refused here, with
+  // what to do, rather than failing each job at its start (a container without loop devices looks like that).
+  const disk = await workspaceDiskCheck(config, config.dataDir);
+  if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
+  logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
   const store = new JobStore(config.dataDir);
   try {
     assertListenAllowed(config, store.hasApiKeys());

@@ -13,7 +13,7 @@ import { EventLog } from './event-log.ts';
 import { resolveJobLimits } from './job-limits.ts';
 import { jobNetworkFromRequest } from './job-network.ts';
 import { createJobDir, jobPaths } from './job-paths.ts';
-import { attachWorkspaceDisk, releaseWorkspaceDisk } from './workspace-disk.ts';
+import { attachWorkspaceDisk, mountType, releaseWorkspaceDisk } from './workspace-disk.ts';
 import { finishedStatuses, type Job, type JobLimits, type JobStore } from './job-store.ts';
 import { JobStop, type Scheduler } from './scheduler.ts';
 
@@ -210,6 +210,8 @@ export class JobService {
   async #zip(jobId: string): Promise<void> {
     const paths = this.paths(jobId);
     const onDisk = existsSync(paths.workspaceImage);
+    // The tmpfs fallback (WORKCELL_DISK_LIMIT=tmpfs) has no image: it is what is mounted there.
+    const onTmpfs = (await mountType(paths.workspace)) === 'tmpfs';
     if (!existsSync(paths.outputZip)) {
       try {
         // A workspace with a disk limit is on its image: zip that (mounted again if a restart lost the mount).
@@ -220,7 +222,7 @@ export class JobService {
         this.#logger.error({ jobId, err: error }, `zipping the workspace failed: ${errorMessage(error)}`);
       }
     }
-    if (onDisk) {
+    if (onDisk || onTmpfs) {
       // The sandbox is gone and the zip made: the workspace goes back to a plain directory.
       await releaseWorkspaceDisk(paths).catch((error: unknown) => this.#logger.error({ jobId, err: error }, `releasing the workspace disk failed: ${errorMessage(error)}`));
     }

@@ -25,7 +25,7 @@ import { hostFileCaps, sandboxLimits, type HostFileLimit } from './job-limits.ts
 import { sandboxAllowRules } from './job-network.ts';
 import type { JobPaths } from './job-paths.ts';
 import type { Job } from './job-store.ts';
-import { attachWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
+import { attachWorkspaceDisk, describeWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
 import { JobStop, type JobRunner } from './scheduler.ts';
 
 export interface RunJobDeps {
@@ -126,13 +126,14 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     const runtime = await resolveRuntime(job.runtime, deps.runtimes);
     const started = performance.now();
     const limits = sandboxLimits(config, job.limits);
-    const workspaceDiskMb = await limitWorkspaceDisk(config, paths, limits.diskMb);
+    const workspaceDisk = await limitWorkspaceDisk(config, paths, limits.diskMb);
+    const workspaceDiskMb = workspaceDisk?.sizeMb;
     const network = { allow: sandboxAllowRules(config, job), onConnection: audit.network.bind(audit), currentStep: () => step };
     const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs, log: sandboxLog, limits, network }, stop);
     sandbox = created;
     jobs.setLiveSandbox(job.id, created);
     const readyMs = Math.round(performance.now() - started);
-    const isolation = `${created.isolation}, ${workspaceDiskMb === undefined ? 'workspace disk NOT limited' : `workspace disk ${workspaceDiskMb} MB`}`;
+    const isolation = `${created.isolation}, ${workspaceDisk === undefined ? 'workspace disk NOT limited' : workspaceDisk.description}`;
     jobs.store.update(job.id, { runtime_used: created.runtime, isolation });
     sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation, ready_ms: readyMs });
     log.logger.info({ sandboxId: created.id, readyMs }, 'sandbox ready');
@@ -196,14 +197,15 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
 }
 
 /**
- * Puts the workspace on a disk of its own, of the job's disk limit (jobs/workspace-disk.ts); endJob unmounts it after
- * the zip. Returns the size, or undefined when the host cannot do it and the operator opted out of limits.
+ * Puts the workspace on a disk of its own, of the job's disk limit, of the kind WORKCELL_DISK_LIMIT says (an ext4 image
+ * on a loop device, or a tmpfs; jobs/workspace-disk.ts); endJob unmounts it after the zip. Returns its size and how
+ * the isolation report says it, or undefined when the host cannot do it and the operator opted out of limits.
  */
-async function limitWorkspaceDisk(config: Config, paths: JobPaths, diskMb: number): Promise<number | undefined> {
+async function limitWorkspaceDisk(config: Config, paths: JobPaths, diskMb: number): Promise<{ sizeMb: number; description: string } | undefined> {
   const problem = workspaceDiskUnavailable();
   if (problem === undefined) {
-    await attachWorkspaceDisk(paths, diskMb);
-    return diskMb;
+    await attachWorkspaceDisk(paths, diskMb, config.diskLimit);
+    return { sizeMb: diskMb, description: describeWorkspaceDisk(config.diskLimit, diskMb) };
   }
   if (config.unsafeNoLimits) return undefined;
   throw new WorkcellError('runtime_unavailable', `cannot limit the workspace's disk: ${problem}; or ${noDiskLimitHint}`);

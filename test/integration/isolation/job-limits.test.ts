@@ -37,7 +37,7 @@ describe('per-job limits', () => {
     expect(job.status).toBe('complete');
     expect(job.limits).toEqual({ wall_time_s: 3600, max_steps: 200, sandbox_log_mb: 64, audit_log_mb: 64, context_mb: 1024, ...limits });
     expect(job.isolation).toMatch(/seccomp filter/);
-    expect(job.isolation).toMatch(/limits: 0.5 CPU, 256 MB memory, 128 processes.*\/tmp 32 MB, workspace disk 32 MB$/);
+    expect(job.isolation).toMatch(/limits: 0.5 CPU, 256 MB memory, 128 processes.*\/tmp 32 MB, workspace disk 32 MB \(ext4 on a loop device\)$/);
     const results = events.filter((event) => event.type === 'tool-result');
     expect(results[0]?.data.limits_hit).toEqual(['memory']);
     expect(String(results[0]?.data.output)).toContain("[limit] a process was killed: the sandbox's memory limit (256 MB) was reached.");

@@ -1,10 +1,13 @@
 // The workspace's own disk (as root): made from what the workspace already holds, mounted over it, full at its size,
-// and copied back as a plain directory afterwards, links kept as links and never followed.
-import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+// and copied back as a plain directory afterwards, links kept as links and never followed; the same for the tmpfs
+// fallback. Whether loop devices work is found out by mounting one, here (they do) and on a host without them (a
+// mount namespace whose /dev has none, test/helpers/no-loop-devices.ts), where the check says what it costs.
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { attachWorkspaceDisk, isMountPoint, releaseWorkspaceDisk, workspaceFreeBytes } from '../../../src/jobs/workspace-disk.ts';
+import { attachWorkspaceDisk, isMountPoint, loopDeviceProblem, mountType, releaseWorkspaceDisk, workspaceDiskCheck, workspaceFreeBytes } from '../../../src/jobs/workspace-disk.ts';
+import { noLoopDevicesUnavailable, runWithoutLoopDevices } from '../../helpers/no-loop-devices.ts';
 
 describe.runIf(process.getuid?.() === 0)('the workspace disk', () => {
   let root: string;
@@ -47,9 +50,76 @@ describe.runIf(process.getuid?.() === 0)('the workspace disk', () => {
     await releaseWorkspaceDisk(paths); // again: no image, nothing to do
   });
 
+  it('tmpfs fallback: starts with what the workspace held, keeps its owner and mode, is full at its size, and goes back to a plain directory', async () => {
+    await mkdir(join(paths.workspace, 'input'));
+    await writeFile(join(paths.workspace, 'input', 'data.csv'), 'a,b\n');
+    await chown(paths.workspace, 1000, 1000);
+    await chmod(paths.workspace, 0o750);
+    await attachWorkspaceDisk(paths, 16, 'tmpfs');
+    await attachWorkspaceDisk(paths, 16, 'tmpfs'); // again: already mounted, nothing to do
+    expect(await mountType(paths.workspace)).toBe('tmpfs');
+    const root = await stat(paths.workspace);
+    expect([root.uid, root.gid, root.mode & 0o7777]).toEqual([1000, 1000, 0o750]);
+    expect(await readFile(join(paths.workspace, 'input', 'data.csv'), 'utf8')).toBe('a,b\n');
+    // Full at 16 MB: a write past it fails with ENOSPC, and the host's disk is not touched (no image file).
+    await expect(writeFile(join(paths.workspace, 'big'), Buffer.alloc(20 * 1024 * 1024))).rejects.toThrow(/ENOSPC/);
+    expect(await workspaceFreeBytes(paths.workspace)).toBeLessThan(1024 * 1024);
+    await expect(stat(paths.workspaceImage)).rejects.toThrow(/ENOENT/);
+    await rm(join(paths.workspace, 'big'));
+
+    await writeFile(join(paths.workspace, 'result.txt'), 'done\n');
+    await symlink('/etc/shadow', join(paths.workspace, 'link-out'));
+    await releaseWorkspaceDisk(paths);
+    expect(await isMountPoint(paths.workspace)).toBe(false);
+    expect(await readFile(join(paths.workspace, 'result.txt'), 'utf8')).toBe('done\n');
+    expect(await readFile(join(paths.workspace, 'input', 'data.csv'), 'utf8')).toBe('a,b\n');
+    expect(await readlink(join(paths.workspace, 'link-out'))).toBe('/etc/shadow');
+    const after = await stat(paths.workspace);
+    expect([after.uid, after.mode & 0o7777]).toEqual([1000, 0o750]);
+    await releaseWorkspaceDisk(paths); // again: nothing mounted, nothing to do
+  });
+
   it('refuses a disk the host could not hold', async () => {
     await expect(attachWorkspaceDisk(paths, 1 << 30)).rejects.toThrow(/not enough free disk for the job's workspace.*lower disk_mb/);
     expect(await isMountPoint(paths.workspace)).toBe(false);
     await expect(stat(paths.workspaceImage)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe.runIf(noLoopDevicesUnavailable() === undefined)('a host without loop devices', () => {
+  const script = (body: string) => `import * as disk from ${JSON.stringify(join(import.meta.dirname, '../../../src/jobs/workspace-disk.ts'))};\n${body}`;
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'workcell-loop-probe-'));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('the probe mounts a real loop device where there are some (here), and says why not where there are none', async () => {
+    expect(await loopDeviceProblem(root)).toBeUndefined();
+    expect(await workspaceDiskCheck({ diskLimit: 'loop', unsafeNoLimits: false }, root)).toEqual({ ok: true, detail: expect.stringMatching(/^loop devices work/) });
+
+    const checks = script(`
+      const dir = ${JSON.stringify(root)};
+      console.log(JSON.stringify({
+        problem: await disk.loopDeviceProblem(dir),
+        loop: await disk.workspaceDiskCheck({ diskLimit: 'loop', unsafeNoLimits: false }, dir),
+        tmpfs: await disk.workspaceDiskCheck({ diskLimit: 'tmpfs', unsafeNoLimits: false }, dir),
+        unsafe: await disk.workspaceDiskCheck({ diskLimit: 'loop', unsafeNoLimits: true }, dir),
+      }));`);
+    const result = await runWithoutLoopDevices([process.execPath, '--input-type=module', '-e', checks]);
+    expect(result.code, result.stderr).toBe(0);
+    type Check = { ok: boolean; detail: string };
+    const seen = JSON.parse(result.stdout) as { problem: string; loop: Check; tmpfs: Check; unsafe: Check };
+    expect(seen.problem).toMatch(/^mount -o loop failed: /);
+    expect(seen.loop.ok).toBe(false);
+    expect(seen.loop.detail).toMatch(/^no working loop devices \(mount -o loop failed: .*\): jobs cannot get their workspace disk limit/);
+    expect(seen.loop.detail).toContain('set WORKCELL_DISK_LIMIT=tmpfs');
+    expect(seen.loop.detail).toContain('WORKCELL_UNSAFE_NO_LIMITS=1');
+    expect(seen.tmpfs).toEqual({ ok: true, detail: expect.stringMatching(/^WORKCELL_DISK_LIMIT=tmpfs: each job's workspace is a tmpfs of its disk_mb \(in memory, counted against the sandbox's memory limit.*; no working loop devices/) });
+    expect(seen.unsafe).toEqual({ ok: true, detail: expect.stringMatching(/workspace disks NOT limited \(WORKCELL_UNSAFE_NO_LIMITS\)$/) });
+    // The probes leave nothing behind.
+    expect(await readdir(root)).toEqual([]);
   });
 });
