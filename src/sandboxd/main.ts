@@ -5,7 +5,9 @@
 // worker's egress proxy on the unix socket PATH and point the shell's HTTP_PROXY and friends at it (proxy-bridge.ts);
 // and --label ID, which only labels the process (its command line) so the worker can find orphaned sandboxes;
 // --jupyter-base-url PATH: the public prefix Jupyter is served under (the orchestrator's /jobs/<id>/jupyter/), so that
-// its pages work through the proxy and run_code's kernels and people's share one server (code/jupyter-server.ts).
+// its pages work through the proxy and run_code's kernels and people's share one server (code/jupyter-server.ts);
+// --jupyter-start-timeout-ms MS: how long that server may take to start (default 60 s; a microVM under emulation,
+// whose CPU is about 14x slower, passes more).
 // The token arrives as the first line of stdin and stays in memory only (never env, argv or disk); where stdin cannot
 // carry it (a container started with `docker run -d` or by Kubernetes), --token-file PATH names a file whose first
 // line is the token, deleted as soon as it is read. Once listening,
@@ -22,7 +24,7 @@ import type { readyLine } from './protocol.ts';
 import { createSandboxdServer } from './server.ts';
 
 const usage =
-  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--jupyter-base-url PATH] [--no-window-manager] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
+  'usage: sandboxd (--socket PATH | --listen HOST:PORT) [--workspace DIR] [--proxy-socket PATH --proxy-port PORT] [--label ID] [--jupyter-base-url PATH] [--jupyter-start-timeout-ms MS] [--no-window-manager] [--log-level debug|info|warn|error] (< token | --token-file PATH)';
 
 /** Reads the first line of stdin (or all of it, when it has no newline) and stops reading. */
 function readToken(): Promise<string> {
@@ -71,7 +73,7 @@ async function main(): Promise<void> {
   // Nothing but the ready line may reach stdout: route stray console output (from a dependency, say) to the log.
   console.log = console.info = console.debug = (...values: unknown[]) => log.info(values.map(String).join(' '), { console: true });
 
-  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string; 'jupyter-base-url'?: string; 'no-window-manager'?: boolean };
+  let options: { socket?: string; listen?: string; workspace: string; 'log-level': string; 'proxy-socket'?: string; 'proxy-port'?: string; label?: string; 'token-file'?: string; 'jupyter-base-url'?: string; 'jupyter-start-timeout-ms'?: string; 'no-window-manager'?: boolean };
   try {
     const { values } = parseArgs({
       args: process.argv.slice(2),
@@ -85,6 +87,7 @@ async function main(): Promise<void> {
         label: { type: 'string' },
         'token-file': { type: 'string' },
         'jupyter-base-url': { type: 'string' },
+        'jupyter-start-timeout-ms': { type: 'string' },
         'no-window-manager': { type: 'boolean' },
       },
       strict: true,
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
     if ((options['proxy-socket'] === undefined) !== (options['proxy-port'] === undefined)) throw new Error('give both --proxy-socket and --proxy-port, or neither');
     if (options['proxy-port'] !== undefined && !/^\d{1,5}$/.test(options['proxy-port'])) throw new Error('--proxy-port is a TCP port number, e.g. 3128');
     if (options['jupyter-base-url'] !== undefined && !/^\/[^\s?#]*$/.test(options['jupyter-base-url'])) throw new Error('--jupyter-base-url is a URL path, e.g. /jobs/job_123/jupyter/');
+    if (options['jupyter-start-timeout-ms'] !== undefined && !/^[1-9]\d{0,8}$/.test(options['jupyter-start-timeout-ms'])) throw new Error('--jupyter-start-timeout-ms is a number of milliseconds, e.g. 300000');
   } catch (error) {
     log.error(`${error instanceof Error ? error.message : String(error)}; ${usage}`);
     process.exit(2);
@@ -137,7 +141,11 @@ async function main(): Promise<void> {
     log: log,
     ...(bridge === undefined ? {} : { shell: { env: proxyEnvironment(bridge.port) } }),
     // Kernels reach the network as the shell does: through the bridge, when there is one.
-    code: { jupyterBaseUrl: options['jupyter-base-url'], ...(bridge === undefined ? {} : { env: proxyEnvironment(bridge.port) }) },
+    code: {
+      jupyterBaseUrl: options['jupyter-base-url'],
+      ...(options['jupyter-start-timeout-ms'] === undefined ? {} : { jupyterStartTimeoutMs: Number(options['jupyter-start-timeout-ms']) }),
+      ...(bridge === undefined ? {} : { env: proxyEnvironment(bridge.port) }),
+    },
     ...(options['no-window-manager'] === true ? { desktop: { windowManager: false } } : {}),
   });
   let port: number | undefined;

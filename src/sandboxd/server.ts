@@ -40,6 +40,8 @@ export interface SandboxdServerOptions {
     jupyterBaseUrl?: string | undefined;
     /** Added to the server's and the kernels' environment (the egress proxy's variables). */
     env?: Record<string, string>;
+    /** How long the Jupyter server may take to start (a slow, emulated sandbox needs more than the default). */
+    jupyterStartTimeoutMs?: number;
     /** Tests: another port or command. */
     jupyterPort?: number;
     jupyterCommand?: string;
@@ -154,6 +156,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
     baseUrl: options.code?.jupyterBaseUrl,
     env: jupyterEnvironment(options.code?.env),
     log,
+    ...(options.code?.jupyterStartTimeoutMs === undefined ? {} : { startTimeoutMs: options.code.jupyterStartTimeoutMs }),
     ...(options.code?.jupyterPort === undefined ? {} : { port: options.code.jupyterPort }),
     ...(options.code?.jupyterCommand === undefined ? {} : { command: options.code.jupyterCommand }),
   });

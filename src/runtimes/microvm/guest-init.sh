@@ -80,6 +80,8 @@ proxy=""
 [ "$(param proxy 0)" = 1 ] && proxy="--proxy-socket /run/workcell/proxy.sock"
 sandboxd_proxy=""
 [ "$(param proxy 0)" = 1 ] && sandboxd_proxy="--proxy-socket /run/workcell/proxy.sock --proxy-port 3128"
+jupyter_start=""
+[ -n "$(param jupyter_start_ms '')" ] && jupyter_start="--jupyter-start-timeout-ms $(param jupyter_start_ms '')"
 
 export HOME=/home/agent USER=agent LOGNAME=agent LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 cd /newroot/workspace 2>/dev/null
@@ -87,4 +89,4 @@ exec switch_root /newroot /usr/bin/tini -s -- /usr/local/bin/node /run/workcell-
   --carrier "$carrier" --sandboxd-socket /run/workcell/sandboxd.sock $proxy \
   --cgroup sandbox --memory-mb "$(param memory 1024)" --pids "$(param pids 512)" --cpus "$(param cpus 1)" --run-as 1000:1000 --seccomp \
   -- /usr/local/bin/node /run/workcell-bin/sandboxd.mjs --socket /run/workcell/sandboxd.sock --workspace /workspace \
-  --label "$label" $sandboxd_proxy --jupyter-base-url "/jobs/$job/jupyter/"
+  --label "$label" $sandboxd_proxy $jupyter_start --jupyter-base-url "/jobs/$job/jupyter/"

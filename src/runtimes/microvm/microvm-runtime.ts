@@ -35,6 +35,8 @@ import { ensureVmlinux, findGuestKernel, kernelFixHint } from './kernel.ts';
 
 /** Under TCG the guest is about 14x slower: sandboxd takes seconds to start. */
 const readyTimeoutMs = { kvm: 60_000, tcg: 180_000 };
+/** ... and Jupyter (run_code's server) close to a minute, more on a busy host: sandboxd's default 60 s is too short. */
+const tcgJupyterStartTimeoutMs = 300_000;
 /** RAM the VM gets beyond the sandbox's memory limit: the guest kernel, page cache, the overlay and the guest agent. */
 const guestOverheadMb = 256;
 const maxSocketPathBytes = 107;
@@ -241,7 +243,9 @@ export class MicrovmRuntime implements SandboxRuntime {
       const memoryMb = limits.memoryMb + guestOverheadMb;
       const started = performance.now();
       logStream = new SandboxLog(spec.logDir, spec.log);
-      const timeoutMs = vmm.kind === 'qemu' && vmm.accel === 'tcg' ? readyTimeoutMs.tcg : readyTimeoutMs.kvm;
+      const emulated = vmm.kind === 'qemu' && vmm.accel === 'tcg';
+      const timeoutMs = emulated ? readyTimeoutMs.tcg : readyTimeoutMs.kvm;
+      if (emulated) bootArgs.push(`workcell.jupyter_start_ms=${tcgJupyterStartTimeoutMs}`);
       const readySignal = signal === undefined ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([AbortSignal.timeout(timeoutMs), signal]);
       vm =
         vmm.kind === 'qemu'
@@ -433,7 +437,9 @@ interface StartOptions {
 /** QEMU's argv for the sandbox's VM (exported for tests). */
 export function qemuArgs(options: Omit<StartOptions, 'user' | 'logStream' | 'consoleTail' | 'signal'> & { accel: 'kvm' | 'tcg' }): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on',
+    // Option ROMs stay on: they are how the firmware boots -kernel where it is SeaBIOS (QEMU 10 on Debian 13; Debian
+    // 12's QEMU 7.2 uses qboot, which loads the kernel itself). Turning them off left the guest at "No bootable device".
+    '-M', 'microvm,isa-serial=on,rtc=on',
     '-accel', options.accel,
     '-cpu', options.accel === 'kvm' ? 'host' : 'max',
     '-m', `${options.memoryMb}M`,

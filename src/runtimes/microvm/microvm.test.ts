@@ -53,6 +53,8 @@ describe('qemuArgs', () => {
     expect(joined).toContain('isa-serial=on');
     expect(joined).toContain('-serial chardev:console');
     expect(joined).not.toContain('virtconsole');
+    // Option ROMs boot -kernel under SeaBIOS (QEMU 10's microvm firmware on Debian 13): never turned off.
+    expect(joined).not.toContain('x-option-roms=off');
     expect(joined).toContain('-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     expect(args[args.indexOf('-append') + 1]).toBe('quiet tsc_early_khz=2000000 lpj=4000000');
     expect(qemuArgs({ runDir: '/r', vmlinux: '/k', initramfs: '/i', rootfsImage: '/r', workspaceImage: '/w', bootArgs: ['quiet'], vcpus: 1, memoryMb: 512, accel: 'kvm' })).toContain('host');
