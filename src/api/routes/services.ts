@@ -160,8 +160,13 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
     path: sandboxPath(service, request.url),
     headers: { ...forwardedHeaders(request.headers), [basePathHeader]: `/jobs/${job.id}/${service}/` },
     ...(request.method === 'GET' || request.method === 'HEAD' ? {} : { body: request.body as Readable }),
+  }).catch((error: unknown) => {
+    // A body the person cut off ends the forwarded request with it: their hang-up, not the server's failure.
+    if (request.raw.destroyed) return undefined;
+    throw error;
   });
   reply.hijack();
+  if (upstream === undefined) return undefined;
   const headers: Record<string, string | string[]> = {};
   for (const [key, value] of Object.entries(upstream.headers)) if (value !== undefined && !droppedResponse.has(key)) headers[key] = value;
   // The service's own policy stays, and ours is added to it (browsers enforce both).
