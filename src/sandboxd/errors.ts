@@ -23,6 +23,8 @@ const httpStatusByCode: Record<SandboxdErrorCode, number> = {
   too_large: 413,
   no_match: 422,
   multiple_matches: 422,
+  precondition_failed: 412,
+  not_empty: 409,
   unavailable: 503,
   gui_failed: 422,
   internal: 500,

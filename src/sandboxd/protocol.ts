@@ -125,6 +125,50 @@ export const runCodeResponse = z.object({
   duration_ms: z.number(),
 });
 
+// Files as raw bytes (files/raw-files.ts), for people's GET/PUT/DELETE /jobs/:id/files/<path> while the job runs: not
+// the model's JSON tools. `GET|HEAD rawFilesPath?path=P` answers a file's bytes (headers: etag, content-type,
+// content-length, last-modified, x-workcell-mode) or a directory's listing (JSON, rawDirectoryListing); `PUT ?path=P`
+// takes the bytes as the body (streamed into a temporary file beside the target, renamed over it once complete);
+// `DELETE ?path=P` removes a file, a symlink or an empty directory. PUT and DELETE honour If-Match and If-None-Match,
+// GET If-None-Match (304). Paths never pass through a symbolic link. ETags are the SHA-256 of the content.
+export const rawFilesPath = '/v1/files/raw';
+/** Most entries a directory listing returns (sorted by name); the rest is reported as `truncated`. */
+export const maxRawListingEntries = 10_000;
+export const rawFileQuery = z.object({
+  /** Workspace-relative, forward slashes; '' or '.' is the workspace root. */
+  path: z.string().max(4096).default(''),
+  /** Listings: `budget` hashes files for their ETags up to a byte budget (the rest get null), `all` hashes every file. */
+  etags: z.enum(['budget', 'all']).default('budget'),
+  /** PUT: the most bytes the body may have. */
+  max_bytes: z.coerce.number().int().min(0).max(2 ** 50).default(1 << 30),
+});
+export const etagPattern = /^"[0-9a-f]{64}"$/;
+export const rawEntryType = z.enum(['file', 'directory', 'symlink', 'other']);
+export const rawListingEntry = z.object({
+  name: z.string(),
+  type: rawEntryType,
+  /** Bytes (files and symlinks); 0 for the rest. */
+  size: z.number().int(),
+  mtime: z.string(),
+  /** Permission bits (e.g. 0o755 = 493). */
+  mode: z.number().int(),
+  /** Files: the ETag GET would send; null when the listing's hashing budget ran out (GET the file for it). */
+  etag: z.string().regex(etagPattern).nullable().optional(),
+  /** Symlinks: the link's text (never followed). */
+  target: z.string().optional(),
+});
+export const rawDirectoryListing = z.object({
+  path: z.string(),
+  type: z.literal('directory'),
+  entries: z.array(rawListingEntry),
+  /** More than maxRawListingEntries entries: the rest were left out. */
+  truncated: z.boolean(),
+  /** Entries whose names are not valid UTF-8: not listed (no URL can name them). */
+  invalid_names: z.number().int(),
+});
+export const rawFileWriteResponse = z.object({ path: z.string(), size: z.number().int(), etag: z.string().regex(etagPattern), created: z.boolean() });
+export const rawFileDeleteResponse = z.object({ path: z.string(), type: rawEntryType });
+
 export const errorCodes = [
   'unauthorized',
   'invalid_request',
@@ -136,6 +180,8 @@ export const errorCodes = [
   'too_large',
   'no_match',
   'multiple_matches',
+  'precondition_failed',
+  'not_empty',
   'unavailable',
   'gui_failed',
   'internal',

@@ -10,11 +10,13 @@ import { CodeRunner } from './code/code-runner.ts';
 import { JupyterServer, jupyterEnvironment } from './code/jupyter-server.ts';
 import { httpStatusFor, SandboxdToolError } from './errors.ts';
 import { WorkspaceFiles } from './files/file-tools.ts';
+import { WorkspaceRawFiles } from './files/raw-files.ts';
+import { handleRawFiles } from './files/raw-route.ts';
 import { searchFiles } from './files/search.ts';
 import { Desktop, type DesktopOptions } from './gui/desktop.ts';
 import { GuiTool } from './gui/gui-tool.ts';
 import { silentLogger, type Logger } from './log.ts';
-import { routes, type RouteName, type RouteResponse, type SandboxdErrorCode } from './protocol.ts';
+import { rawFilesPath, routes, type RouteName, type RouteResponse, type SandboxdErrorCode } from './protocol.ts';
 import { ServiceError, ServiceRegistry, servicePrefix } from './services.ts';
 import { defaultShellEnv, type BashSessionOptions } from './shell/bash-session.ts';
 import { ShellSessions } from './shell/shell-sessions.ts';
@@ -142,6 +144,8 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
   const workspaceRoot = options.workspaceRoot ?? '/workspace';
   const expectedToken = digest(options.token);
   const files = new WorkspaceFiles(workspaceRoot);
+  // People's file routes (raw bytes, ETags), beside the model's JSON file tools.
+  const rawFiles = new WorkspaceRawFiles(workspaceRoot);
   // The desktop starts on the first gui call or desktop request; DISPLAY points the shell's programs at it.
   const desktop = new Desktop({ ...options.desktop, env: { ...options.shell?.env, ...options.desktop?.env }, cwd: workspaceRoot, log });
   const gui = new GuiTool(desktop);
@@ -190,6 +194,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
       return send(response, 200, { ok: true });
     }
     if (path.startsWith(servicePrefix)) return services.proxyRequest(request, response);
+    if (path === rawFilesPath) return handleRawFiles(rawFiles, request, response);
     const name = routeByPath.get(path);
     if (name === undefined) throw new HttpError(404, 'not_found', `no route ${path}; the routes are ${[...routeByPath.keys()].join(', ')} and /v1/health`);
     if (request.method !== 'POST') throw new HttpError(405, 'invalid_request', `use POST ${path}`);

@@ -1,7 +1,10 @@
 // The tools the agent uses, on every runtime, through sandboxd in a real sandbox: the shell (state persists between
 // calls), the file tools, run_code with the Python kernel, and a GUI screenshot. One sandbox per runtime for the file.
 // microvm (QEMU TCG here) skips the GUI desktop: under emulation Xvfb, openbox and x11vnc take minutes to start.
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
+import { deleteSandboxFile, getSandboxFile, putSandboxFile } from '../../../src/runtimes/sandboxd-files.ts';
 import { runtimeCases, skipReason, useRuntimeSandbox } from './runtimes.ts';
 
 for (const runtimeCase of runtimeCases) {
@@ -36,6 +39,22 @@ for (const runtimeCase of runtimeCases) {
       expect(listed.entries.map((entry) => entry.path)).toContain('notes/a.txt');
       await expect(client.call('readFile', { path: '../etc/passwd' })).rejects.toMatchObject({ code: 'path_outside_workspace' });
       expect((await sandbox().sh('cat /workspace/notes/a.txt')).output).toBe('one\nthree\n');
+    }, timeout);
+
+    it("the API's file routes: bytes in and out through sandboxd, ETags and If-Match, links refused", async () => {
+      const { client } = sandbox().sandbox;
+      const body = Buffer.from('raw bytes\u0000 through the route\n');
+      const written = await putSandboxFile(client, 'raw/data.bin', Readable.from([body]), { maxBytes: 1 << 20, declaredBytes: body.length });
+      expect(written).toMatchObject({ path: 'raw/data.bin', size: body.length, created: true });
+      const read = await getSandboxFile(client, 'raw/data.bin');
+      if (read.kind !== 'file') throw new Error(`expected a file, got ${read.kind}`);
+      expect(read.etag).toBe(written.etag);
+      expect(await buffer(read.body)).toEqual(body);
+      await expect(putSandboxFile(client, 'raw/data.bin', Readable.from([Buffer.from('x')]), { maxBytes: 1 << 20, ifMatch: '"0000"' })).rejects.toMatchObject({ code: 'precondition_failed' });
+      await sandbox().sh('ln -s /etc/passwd /workspace/raw/link');
+      await expect(getSandboxFile(client, 'raw/link')).rejects.toMatchObject({ code: 'path_outside_workspace' });
+      expect(await deleteSandboxFile(client, 'raw/data.bin', { ifMatch: written.etag })).toEqual({ path: 'raw/data.bin', type: 'file' });
+      expect((await sandbox().sh("find /workspace/raw -mindepth 1 -printf '%f\\n'")).output.trim()).toBe('link');
     }, timeout);
 
     it('run_code: Python keeps its state from one call to the next', async () => {
