@@ -4,6 +4,7 @@ import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { errorMessage } from './errors.ts';
+import { webhookSecretPattern } from './jobs/webhooks/signature.ts';
 import { mergeAllowLists } from './runtimes/network/allow-list.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -95,7 +96,52 @@ export const configSchema = z.object({
   networkJobPrivate: boolean
     .optional()
     .describe("WORKCELL_NETWORK_JOB_PRIVATE: may a job's own allow-list open private and loopback addresses it lists exactly (default: yes for jobs scheduled without an API key, no for API-key clients)"),
+  callbackUrl: z
+    .url({ protocol: /^https?$/, error: 'an http:// or https:// URL' })
+    .optional()
+    .describe("WORKCELL_CALLBACK_URL: where every job that gives no callback_url of its own sends its lifecycle hooks (a signed POST on each status change); may be a private address (default: none)"),
+  callbackSecret: z
+    .string()
+    .regex(webhookSecretPattern, 'whsec_ followed by base64 of at least 16 random bytes, e.g. whsec_$(openssl rand -base64 32)')
+    .optional()
+    .describe('WORKCELL_CALLBACK_SECRET: the key that signs lifecycle hooks (Standard Webhooks: "whsec_" + base64); hooks need it, and jobs may give a callback_url only when it is set (default: none)'),
+  callbackAllowPrivate: z
+    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
+    .transform((list, context) => {
+      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
+      try {
+        return mergeAllowLists(entries);
+      } catch (error) {
+        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of IP:port or host:port entries)` });
+        return z.NEVER;
+      }
+    })
+    .default([])
+    .describe("WORKCELL_CALLBACK_ALLOW_PRIVATE: private, loopback or link-local destinations a job's callback_url may reach, each listed exactly as in WORKCELL_NETWORK_ALLOW (the IP with its port, or the name with its port); any other non-public address is refused (default: none)"),
+  callbackMaxAttempts: integer(1, 100).default(12).describe('WORKCELL_CALLBACK_MAX_ATTEMPTS: attempts to deliver one hook before giving up (network errors, timeouts, 5xx and 429 are retried), default 12'),
+  callbackRetryBaseMs: integer(1, 3_600_000).default(2000).describe('WORKCELL_CALLBACK_RETRY_BASE_MS: delay before the second attempt, doubled for each next one (with jitter, at most 1 h), default 2000'),
+  callbackTimeoutMs: integer(100, 120_000).default(10_000).describe('WORKCELL_CALLBACK_TIMEOUT_MS: longest one delivery attempt may take, default 10000'),
+  retentionDays: z.coerce.number().positive().max(36_500).optional().describe('WORKCELL_RETENTION_DAYS: finished jobs (row, directory, zip) are deleted this many days after they ended, checked every hour; running and pending jobs never (default: kept)'),
   maxBodyBytes: integer(1024, 1 << 30).default(1 << 20).describe('WORKCELL_MAX_BODY_BYTES: largest request body'),
+  filesMaxBytes: integer(1, 2 ** 50).default(256 << 20).describe("WORKCELL_FILES_MAX_BYTES: largest body of PUT /jobs/:id/files/<path> (streamed to the workspace, never held in memory; the job's disk_mb bounds it too), default 256 MiB"),
+  uploadMaxBytes: integer(1, 2 ** 40).default(1 << 30).describe("WORKCELL_UPLOAD_MAX_BYTES: most bytes a multipart POST /schedule may place in the workspace (files and unpacked archive together; the job's disk_mb bounds it too), default 1 GiB"),
+  uploadMaxFiles: integer(1, 10_000_000).default(100_000).describe('WORKCELL_UPLOAD_MAX_FILES: most entries (files, directories, symlinks) an upload may place in the workspace, default 100000'),
+  uploadMaxFileBytes: integer(1, 2 ** 40).default(256 << 20).describe('WORKCELL_UPLOAD_MAX_FILE_BYTES: largest single file an upload may place in the workspace, default 256 MiB'),
+  gitAllow: z
+    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
+    .transform((list, context) => {
+      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
+      try {
+        return mergeAllowLists(entries);
+      } catch (error) {
+        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of host, host:port, *.domain or IP entries)` });
+        return z.NEVER;
+      }
+    })
+    .default([])
+    .describe("WORKCELL_GIT_ALLOW: hosts the server may clone git inputs from (inputs.git), comma-separated, as WORKCELL_NETWORK_ALLOW; the clone may also reach the job's network.allow and WORKCELL_NETWORK_ALLOW, and the sandbox never gets this list (default: none)"),
+  gitCredentials: z.string().min(1).optional().describe('WORKCELL_GIT_CREDENTIALS: a JSON file of credentials for private git remotes, {"hosts": {"<host[:port]>": {"username", "token"}}, "keys": {"<API key id>": {"<host[:port]>": {...}}}}; read at each clone, used by the host only, never put in a sandbox (default: none)'),
+  gitTimeoutS: integer(1, 24 * 3600).default(600).describe("WORKCELL_GIT_TIMEOUT_S: longest a git input's clone may take, seconds, default 600"),
   leaseMs: integer(1000, 3_600_000).default(30_000).describe('WORKCELL_LEASE_MS: a worker that misses heartbeats this long loses its job'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('WORKCELL_LOG_LEVEL'),
 });
@@ -150,7 +196,21 @@ const envNames: Record<keyof Config, string> = {
   cgroupParent: 'WORKCELL_CGROUP_PARENT',
   networkAllow: 'WORKCELL_NETWORK_ALLOW',
   networkJobPrivate: 'WORKCELL_NETWORK_JOB_PRIVATE',
+  callbackUrl: 'WORKCELL_CALLBACK_URL',
+  callbackSecret: 'WORKCELL_CALLBACK_SECRET',
+  callbackAllowPrivate: 'WORKCELL_CALLBACK_ALLOW_PRIVATE',
+  callbackMaxAttempts: 'WORKCELL_CALLBACK_MAX_ATTEMPTS',
+  callbackRetryBaseMs: 'WORKCELL_CALLBACK_RETRY_BASE_MS',
+  callbackTimeoutMs: 'WORKCELL_CALLBACK_TIMEOUT_MS',
+  retentionDays: 'WORKCELL_RETENTION_DAYS',
   maxBodyBytes: 'WORKCELL_MAX_BODY_BYTES',
+  filesMaxBytes: 'WORKCELL_FILES_MAX_BYTES',
+  uploadMaxBytes: 'WORKCELL_UPLOAD_MAX_BYTES',
+  uploadMaxFiles: 'WORKCELL_UPLOAD_MAX_FILES',
+  uploadMaxFileBytes: 'WORKCELL_UPLOAD_MAX_FILE_BYTES',
+  gitAllow: 'WORKCELL_GIT_ALLOW',
+  gitCredentials: 'WORKCELL_GIT_CREDENTIALS',
+  gitTimeoutS: 'WORKCELL_GIT_TIMEOUT_S',
   leaseMs: 'WORKCELL_LEASE_MS',
   logLevel: 'WORKCELL_LOG_LEVEL',
 };
@@ -169,6 +229,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       for (const [value, max] of [['wallTimeS', 'wallTimeMaxS'], ['maxSteps', 'stepsMax'], ['idleTimeS', 'idleTimeMaxS']] as const) {
         if (config[value] > config[max]) context.addIssue({ code: 'custom', path: [value], message: `${config[value]} is above ${envNames[max]} (${config[max]}): raise that, or lower this` });
       }
+      // Hooks are never sent unsigned.
+      if (config.callbackUrl !== undefined && config.callbackSecret === undefined) context.addIssue({ code: 'custom', path: ['callbackUrl'], message: 'needs WORKCELL_CALLBACK_SECRET to sign the hooks: set it to whsec_$(openssl rand -base64 32)' });
     })
     .safeParse(raw);
   if (!parsed.success) {

@@ -5,6 +5,7 @@ export type ErrorCode =
   | 'invalid_request'
   | 'not_found'
   | 'conflict'
+  | 'precondition_failed'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'range_not_satisfiable'
@@ -20,6 +21,7 @@ const httpStatusByCode: Record<ErrorCode, number> = {
   invalid_request: 400,
   not_found: 404,
   conflict: 409,
+  precondition_failed: 412,
   payload_too_large: 413,
   unsupported_media_type: 415,
   range_not_satisfiable: 416,

@@ -64,8 +64,14 @@ export interface RunAgentOptions {
   modelInfo: ModelInfo;
   /** Condense older steps with model-written summaries (default); false: with the digest only (script models). */
   summarize?: boolean;
-  /** Model turns allowed before the job ends with an error. */
+  /** Model turns allowed (in this run) before the job ends with an error. */
   maxSteps: number;
+  /**
+   * Where this run begins, when a message continued the job after it had ended: the run's first event in the store
+   * and the steps taken before it. The ended run's last turn is not resumed (its calls that never returned stay
+   * unanswered, and prompts show them as interrupted), and maxSteps counts from here. Undefined: the job's first run.
+   */
+  runStart?: { seq: number; step: number } | undefined;
   /** Stream model responses (streamText) or not (generateText). */
   stream: boolean;
   retry: RetryOptions;
@@ -143,7 +149,8 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
   };
 
   signal.throwIfAborted();
-  const resumed = resumeState(context);
+  const resumed = resumeState(context, options.runStart?.seq ?? 0);
+  const stepLimit = (options.runStart?.step ?? 0) + maxSteps;
   let steps = resumed.steps;
   let nudged = resumed.nudged;
   if (!resumed.started) {
@@ -168,7 +175,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
     }
   }
 
-  while (steps < maxSteps) {
+  while (steps < stepLimit) {
     const step = steps + 1;
     let turn: ModelTurn;
     let prompt: AssembledPrompt;
@@ -235,7 +242,8 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentOutcome> 
       return { status: 'complete', summary, steps, usage };
     }
   }
-  return { status: 'error', error: `step limit (${maxSteps}) reached before the agent called finish`, steps, usage };
+  const inRun = options.runStart === undefined ? '' : ' in this run';
+  return { status: 'error', error: `step limit (${maxSteps}${inRun}) reached before the agent called finish`, steps, usage };
 }
 
 /** How many of the latest tool images (screenshots) a prompt shows as images; older ones become a note. */
@@ -269,13 +277,17 @@ interface ResumeState {
   lastTurn?: { calls: HistoryToolCall[]; started: Set<string>; finished: Set<string>; finishSummary: string | undefined };
 }
 
-/** Where a job stands according to its store: the last turn, and which of its calls started and finished. */
-function resumeState(context: ContextStore): ResumeState {
+/**
+ * Where a job stands according to its store: the last turn, and which of its calls started and finished. A turn
+ * before `runStartSeq` belongs to an earlier run, which has ended: there is nothing of it to resume.
+ */
+function resumeState(context: ContextStore, runStartSeq: number): ResumeState {
   const started = context.pinnedUserMessages(Number.MAX_SAFE_INTEGER).some((event) => event.data.source === 'task');
   const steps = context.lastStep();
   if (!started || steps === 0) return { started, steps, nudged: false };
   const events = context.eventsOfStep(steps);
   const turn = events.find((event) => event.type === 'model-turn');
+  if (turn !== undefined && turn.seq < runStartSeq) return { started, steps, nudged: false };
   const calls = ((turn?.data.tool_calls ?? []) as Array<{ call_id: string; name: string; args: unknown }>).map((call) => ({ callId: call.call_id, name: call.name, args: call.args }));
   const startedCalls = new Set<string>();
   const finished = new Set<string>();

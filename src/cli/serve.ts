@@ -10,6 +10,10 @@ import { workspaceDiskCheck } from '../jobs/workspace-disk.ts';
 import { createJobRunner } from '../jobs/run-job.ts';
 import { Scheduler } from '../jobs/scheduler.ts';
 import { Watchdog } from '../jobs/watchdog.ts';
+import { RetentionSweeper } from '../jobs/retention.ts';
+import { CallbackPolicy } from '../jobs/webhooks/callback-url.ts';
+import { WebhookOutbox } from '../jobs/webhooks/outbox.ts';
+import { WebhookSender } from '../jobs/webhooks/webhook-sender.ts';
 import { createRuntimes } from '../runtimes/index.ts';
 import { createLogger } from '../util/logger.ts';
 import { resolveModel } from '../agent/models/resolve-model.ts';
@@ -57,7 +61,8 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     store.close();
     throw error;
   }
-  const jobs = new JobService({ config, store, logger, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
+  const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
+  const jobs = new JobService({ config, store, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);
   const scheduler = new Scheduler({
@@ -89,8 +94,32 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   } else {
     await server.ready();
   }
+  // Lifecycle hooks: the store's triggers fill the outbox in the transaction of each status change; this sends it.
+  const webhooks = new WebhookSender({
+    outbox: new WebhookOutbox(store.database),
+    policy: callbackPolicy,
+    serverUrl: config.callbackUrl,
+    secret: config.callbackSecret,
+    maxAttempts: config.callbackMaxAttempts,
+    retryBaseMs: config.callbackRetryBaseMs,
+    timeoutMs: config.callbackTimeoutMs,
+    baseUrl: () => (config.publicUrl ?? url).replace(/\/$/, ''),
+    workerId,
+    logger: logger.child({ component: 'webhooks' }),
+  });
+  const retention =
+    config.retentionDays === undefined
+      ? undefined
+      : new RetentionSweeper({
+          retentionDays: config.retentionDays,
+          finishedBefore: (cutoff, limit) => store.finishedBefore(cutoff, limit),
+          deleteJob: (job) => jobs.deleteFinished(job),
+          logger: logger.child({ component: 'retention' }),
+        });
   scheduler.start();
   watchdog.start();
+  webhooks.start();
+  retention?.start();
   return {
     config,
     server,
@@ -101,8 +130,11 @@ export async function startApp(config: Config, logger: Logger, options: { listen
       // Workers first (running jobs are put back for another server to resume), then the API, whose open event
       // streams are cut (forceCloseConnections) rather than waited for.
       watchdog.stop();
+      await retention?.stop();
       await scheduler.stop();
       await server.close();
+      await webhooks.stop();
+      callbackPolicy.close();
       store.close();
     },
   };

@@ -21,6 +21,11 @@ export interface ZipWorkspaceOptions {
   signal?: AbortSignal;
   /** Upper bound on the bytes of file content read from the workspace (default 10 GiB). */
   maxBytes?: number;
+  /**
+   * Files of the server's own added at the archive's root after the workspace (e.g. changes.patch). Each takes the
+   * first of its `names` that no workspace entry has; when all are taken it is left out (reported as skipped).
+   */
+  extraFiles?: Array<{ names: string[]; path: string }>;
 }
 
 export interface SkippedEntry {
@@ -182,7 +187,7 @@ export async function openWorkspaceEntry(
 // ---------------------------------------------------------------------------------------------------------------
 // The walk: depth first, children sorted, lstat only.
 
-type WalkItem =
+export type WalkItem =
   | { kind: 'directory' | 'file'; name: string; absolutePath: string; stats: BigIntStats }
   | { kind: 'symlink'; name: string; target: string; stats: BigIntStats };
 
@@ -324,12 +329,14 @@ export async function zipWorkspace(
   let entries = 0;
   let bytes = 0;
   let current: Readable | undefined;
+  const rootNames = new Set<string>();
   try {
     const root = await inspectRoot(workspaceDir, skip);
     if (root !== undefined) {
       const context: WalkContext = { root: workspaceDir, rootReal: root.real, skip, signal };
       for await (const item of walk(context, '', root.stats)) {
         signal?.throwIfAborted();
+        if (!item.name.includes('/')) rootNames.add(item.name);
         const mtime = item.stats.mtime;
         const permissions = Number(item.stats.mode) & 0o777;
         if (item.kind === 'directory') {
@@ -369,6 +376,16 @@ export async function zipWorkspace(
         entries += 1;
       }
     }
+    for (const extra of options.extraFiles ?? []) {
+      const name = extra.names.find((candidate) => !rootNames.has(candidate));
+      if (name === undefined) {
+        skip(extra.names[0] ?? '', 'the workspace has files of every name it could take');
+        continue;
+      }
+      rootNames.add(name);
+      zip.addFile(extra.path, name, { mode: unixFileType.file | 0o644 });
+      entries += 1;
+    }
     signal?.throwIfAborted();
     zip.end();
     await Promise.race([written, failure.promise]);
@@ -386,6 +403,22 @@ export async function zipWorkspace(
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * The workspace's entries by the zip's rules, depth first: nothing followed through a symlink, links that could point
+ * outside and anything but files, directories and links left out (told to `skip`). Files must still be opened with
+ * openWorkspaceEntry (against `rootReal`). For copies of a workspace that must keep the zip's promises (a fork).
+ * Undefined when there is no workspace directory.
+ */
+export async function walkWorkspace(
+  workspaceDir: string,
+  skip: (name: string, reason: string) => void,
+  signal?: AbortSignal,
+): Promise<{ rootReal: string; items: AsyncGenerator<WalkItem> } | undefined> {
+  const root = await inspectRoot(workspaceDir, skip);
+  if (root === undefined) return undefined;
+  return { rootReal: root.real, items: walk({ root: workspaceDir, rootReal: root.real, skip, signal }, '', root.stats) };
 }
 
 /** The workspace root itself: absent gives an empty archive, and anything but a real directory is not walked. */

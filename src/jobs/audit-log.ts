@@ -1,11 +1,14 @@
 // A job's audit log: jobs/<id>/audit.jsonl, one JSON object per line, append-only, written by the worker on the
 // host (never by anything in the sandbox), served by GET /jobs/:id/audit. Two kinds of entry, each with the time
 // and the agent's step it belongs to (0 before the first model turn):
-//   {"type": "file", "op": "read"|"write"|"edit"|"list"|"delete"|"search", "path", "ok", "error"?}
-//     every file operation the agent made through the file tools (the shell's commands are in the event log)
+//   {"type": "file", "op": "read"|"write"|"edit"|"list"|"delete"|"search", "path", "ok", "error"?, "by"?, "bytes"?, "etag"?}
+//     every file operation the agent made through the file tools (the shell's commands are in the event log), and
+//     every one people made through the file routes (GET/PUT/DELETE /jobs/:id/files/...): those carry `by`, the API
+//     key id or "local" (no keys), and are appended by the API (appendApiFileEntry) beside the worker's writer
 //   {"type": "network", "method", "url"?, "host", "port", "ip", "allowed", "reason"?, "error"?, "status",
-//    "bytes_in", "bytes_out", "duration_ms"}
-//     every connection attempt through the egress proxy, written when it ends (refusals at once)
+//    "bytes_in", "bytes_out", "duration_ms", "by"?}
+//     every connection attempt through the egress proxy, written when it ends (refusals at once); `by` says who made
+//     it when it was not the sandbox: "git-clone" for the host's clone of a git input (jobs/inputs/git-clone.ts)
 //   {"type": "limit", "limit": "audit_log_mb", "max_bytes", "message"}
 //     the last entry when the file reaches its cap (limits.audit_log_mb): entries after it are dropped
 // The file lives in the job's root directory, which the sandbox cannot reach; it is still opened O_NOFOLLOW.
@@ -30,6 +33,12 @@ export interface FileOperationRecord {
   ok: boolean;
   /** sandboxd's error code when it failed (e.g. path_outside_workspace, not_found). */
   error?: string | undefined;
+  /** Who, for operations through the API's file routes: the API key id, or "local" without keys. Absent: the agent. */
+  by?: string | undefined;
+  /** Bytes written (PUT) or served (GET of a file). */
+  bytes?: number | undefined;
+  /** The file's ETag after a write, or the one served. */
+  etag?: string | undefined;
 }
 
 export interface FileAuditEntry extends FileOperationRecord {
@@ -41,7 +50,12 @@ export interface FileAuditEntry extends FileOperationRecord {
 export interface NetworkAuditEntry extends Omit<ConnectionRecord, 'step'> {
   step: number;
   type: 'network';
+  /** Who made the connection when not the sandbox: "git-clone" (the clone of a git input, on the host). */
+  by?: NetworkConnector;
 }
+
+/** Who besides the sandbox connects through a job's egress proxy. */
+export type NetworkConnector = 'git-clone';
 
 export interface LimitAuditEntry {
   time: string;
@@ -88,10 +102,10 @@ export class AuditLog {
     this.#append({ time: new Date().toISOString(), step: this.#currentStep(), type: 'file', ...withoutUndefined(operation) });
   }
 
-  /** Records a proxied connection, with the step it was opened in (or the current one). */
-  network(record: ConnectionRecord): void {
+  /** Records a proxied connection, with the step it was opened in (or the current one), and who made it if not the sandbox. */
+  network(record: ConnectionRecord, by?: NetworkConnector): void {
     const { step, time, ...rest } = record;
-    this.#append({ time, step: step ?? this.#currentStep(), type: 'network', ...withoutUndefined(rest) });
+    this.#append({ time, step: step ?? this.#currentStep(), type: 'network', ...withoutUndefined(rest), ...(by === undefined ? {} : { by }) });
   }
 
   /** Closes the file; later entries are dropped (the job has ended). */
@@ -132,6 +146,24 @@ export class AuditLog {
       this.#written += Buffer.byteLength(line);
     }
     this.#onLimit?.(message);
+  }
+}
+
+/**
+ * Appends one file-route entry (a person's GET, PUT or DELETE through the API) to a job's audit log, from outside the
+ * job's own AuditLog (the API, which may run while the worker appends too: one write per line on O_APPEND, so lines
+ * never interleave). Keeps to the same cap: past `maxBytes` less the room kept for the worker's limit entry, the entry
+ * is dropped. `step` is the job's step count when it happened.
+ */
+export async function appendApiFileEntry(path: string, record: FileOperationRecord & { by: string }, options: { step: number; maxBytes: number }): Promise<void> {
+  const line = `${JSON.stringify({ time: new Date().toISOString(), step: options.step, type: 'file', ...withoutUndefined(record) })}\n`;
+  const handle = await open(path, appendFlags, 0o600);
+  try {
+    const { size } = await handle.stat();
+    if (size + Buffer.byteLength(line) > Math.max(options.maxBytes, limitEntryBytes) - limitEntryBytes) return;
+    await handle.write(line);
+  } finally {
+    await handle.close();
   }
 }
 

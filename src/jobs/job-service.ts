@@ -2,20 +2,24 @@
 // cancel one, and end one (zip the workspace, record the final status). The worker ends jobs through endJob too,
 // so every way out of a job zips the workspace and records the same final event.
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rename, rm, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sandbox } from '../runtimes/types.ts';
-import { notFound, conflict, errorMessage } from '../errors.ts';
+import { notFound, conflict, errorMessage, invalidRequest, WorkcellError } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
-import { zipWorkspace } from './artifacts.ts';
 import { EventLog } from './event-log.ts';
+import { writeJobArtifacts } from './job-artifacts.ts';
 import { resolveJobLimits } from './job-limits.ts';
 import { jobNetworkFromRequest } from './job-network.ts';
 import { createJobDir, jobPaths } from './job-paths.ts';
 import { attachWorkspaceDisk, mountType, releaseWorkspaceDisk } from './workspace-disk.ts';
-import { finishedStatuses, type Job, type JobLimits, type JobStore } from './job-store.ts';
+import { finishedStatuses, type GitInput, type Job, type JobInputs, type JobLimits, type JobStore } from './job-store.ts';
 import { JobStop, type Scheduler } from './scheduler.ts';
+import { reopenJob } from './job-runs.ts';
+import { removeJobFiles } from './retention.ts';
+import { copyWorkspace } from './workspace-copy.ts';
+import { CallbackPolicy } from './webhooks/callback-url.ts';
 
 export interface ScheduleInput {
   task: string;
@@ -26,7 +30,26 @@ export interface ScheduleInput {
   network?: { allow: string[] } | undefined;
   /** The model's context window for this job, in tokens (overrides the server's and the model table's). */
   context_window?: number | undefined;
+  /** A git repository to clone into the workspace when the job starts. */
+  inputs?: { git?: GitInput | undefined } | undefined;
+  /** Where the job's lifecycle hooks go (checked against the callback policy); default: the server's, if any. */
+  callback_url?: string | undefined;
+  /** A finished job of the same owner whose final workspace this job starts from (a fork). */
+  from_job?: string | undefined;
 }
+
+/** Files received for the job's workspace (multipart POST /schedule), waiting in a staging directory. */
+export interface UploadedWorkspace {
+  /** The tree that becomes jobs/<id>/workspace (moved, not copied). */
+  workspace: string;
+  entries: number;
+  bytes: number;
+  /** About what the tree takes on a file system. */
+  diskBytes: number;
+}
+
+/** Uploads may fill this share of the job's disk: the rest is the file system's own and the agent's room to start. */
+const uploadDiskShare = 0.9;
 
 export interface JobOutcome {
   status: 'complete' | 'error' | 'cancelled';
@@ -41,8 +64,12 @@ export class JobService {
   readonly #validateModel: (spec: string) => void;
   #scheduler: Scheduler | undefined;
   readonly #live = new Map<string, Sandbox>();
+  /** Jobs this process is ending (the row says so, the zip and final event are still being made), and when done. */
+  readonly #ending = new Map<string, Promise<void>>();
+  #callbackPolicy: CallbackPolicy | undefined;
 
-  constructor(options: { config: Config; store: JobStore; logger: Logger; validateModel?: (spec: string) => void }) {
+  constructor(options: { config: Config; store: JobStore; logger: Logger; callbackPolicy?: CallbackPolicy; validateModel?: (spec: string) => void }) {
+    this.#callbackPolicy = options.callbackPolicy;
     this.#config = options.config;
     this.#store = options.store;
     this.#logger = options.logger;
@@ -51,6 +78,10 @@ export class JobService {
 
   get store(): JobStore {
     return this.#store;
+  }
+
+  get config(): Config {
+    return this.#config;
   }
 
   attachScheduler(scheduler: Scheduler): void {
@@ -87,20 +118,46 @@ export class JobService {
     return job;
   }
 
-  async schedule(input: ScheduleInput, idempotencyKey?: string, owner?: string): Promise<{ job: Job; created: boolean }> {
+  /**
+   * Creates a pending job. `upload` (files received with the request) becomes its workspace; the caller deletes the
+   * staging directory afterwards, whatever happened (an idempotent repeat, a refusal).
+   */
+  async schedule(input: ScheduleInput, idempotencyKey?: string, owner?: string, upload?: UploadedWorkspace): Promise<{ job: Job; created: boolean }> {
     if (idempotencyKey !== undefined) {
       const existing = this.#store.findByIdempotencyKey(idempotencyKey, owner ?? null);
       if (existing) return { job: existing, created: false };
     }
     if (input.model !== undefined) this.#validateModel(input.model);
+    const callbackUrl = input.callback_url === undefined ? undefined : await this.#checkCallback(input.callback_url);
+    const source = input.from_job === undefined ? undefined : await this.#forkSource(input.from_job, owner);
     const limits = resolveJobLimits(this.#config, input.limits);
     const network = jobNetworkFromRequest(this.#config, input.network?.allow, owner ?? null);
+    const inputs = jobInputs(input, upload, limits.disk_mb);
     const id = newJobId();
     const paths = this.paths(id);
     await createJobDir(paths, input.task);
+    if (upload !== undefined) {
+      try {
+        // The uploaded tree becomes the workspace in one rename (same file system: both under the data directory).
+        await rmdir(paths.workspace);
+        await rename(upload.workspace, paths.workspace);
+      } catch (error) {
+        await rm(paths.root, { recursive: true, force: true });
+        throw error;
+      }
+    }
+    if (source !== undefined) {
+      try {
+        const copied = await copyWorkspace(this.paths(source.id).workspace, paths.workspace, { maxBytes: limits.disk_mb * 1024 * 1024 });
+        this.#logger.info({ jobId: id, from: source.id, entries: copied.entries, bytes: copied.bytes, skipped: copied.skipped.length }, 'workspace forked');
+      } catch (error) {
+        await rm(paths.root, { recursive: true, force: true });
+        throw error;
+      }
+    }
     const events = new EventLog(id, paths.contextDb);
     try {
-      events.append('job-status', 0, { status: 'pending' });
+      events.append('job-status', 0, { status: 'pending', ...(source === undefined ? {} : { from_job: source.id }) });
     } finally {
       events.close();
     }
@@ -115,6 +172,10 @@ export class JobService {
       owner: owner ?? null,
       network,
       contextWindow: input.context_window,
+      inputs,
+      callbackUrl,
+      callbackDefault: callbackUrl === undefined && this.#config.callbackUrl !== undefined,
+      forkedFrom: source?.id,
     });
     if (!result.created) await rm(paths.root, { recursive: true, force: true }); // lost an idempotency race
     this.#scheduler?.wake();
@@ -123,17 +184,72 @@ export class JobService {
 
   /**
    * Records a follow-up instruction from the client as a user-message event: the agent reads it at its next step
-   * (every prompt is built from the job's store). Throws conflict once the job has ended.
+   * (every prompt is built from the job's store). A finished job is continued: it reopens for another run that
+   * starts with this message (job-runs.ts); of several messages at once, one reopens it and the rest join that run.
    */
-  postMessage(jobId: string, text: string, owner?: string): { seq: number } {
+  async postMessage(jobId: string, text: string, owner?: string): Promise<{ seq: number; run: number; reopened: boolean }> {
+    this.get(jobId, owner);
+    // A job whose end is still being recorded here (zip, final event) is reopened only after that.
+    await this.#ending.get(jobId);
     const job = this.get(jobId, owner);
-    if (finishedStatuses.includes(job.status)) throw conflict(`job ${jobId} has already ended (${job.status}): a message can no longer reach its agent; schedule a new job instead`);
+    if (finishedStatuses.includes(job.status)) {
+      const reopened = reopenJob(this.#store, this.paths(jobId), job, text);
+      if (reopened.job !== undefined) {
+        this.#logger.info({ jobId, run: reopened.job.run, previousStatus: job.status }, 'job continued by a message');
+        this.#scheduler?.wake();
+      }
+      return { seq: reopened.messageSeq, run: reopened.job?.run ?? job.run + 1, reopened: reopened.job !== undefined };
+    }
     const events = new EventLog(jobId, this.paths(jobId).contextDb);
     try {
-      return { seq: events.append('user-message', job.steps, { text, source: 'client' }).seq };
+      return { seq: events.append('user-message', job.steps, { text, source: 'client', run: job.run }).seq, run: job.run, reopened: false };
     } finally {
       events.close();
     }
+  }
+
+  /**
+   * Deletes a finished job: its row, then its directory (workspace, history, logs, zip). 409 while it is pending or
+   * running (cancel it first); another key's job is not found. Resolves once the files are gone.
+   */
+  async delete(jobId: string, owner?: string): Promise<void> {
+    const job = this.get(jobId, owner);
+    if (!finishedStatuses.includes(job.status)) throw conflict(`job ${jobId} is ${job.status}: cancel it first (POST /jobs/${jobId}/cancel), then delete it once it has ended`);
+    if (!(await this.deleteFinished(job))) throw conflict(`job ${jobId} is no longer finished (a message continued it): cancel it first, then delete it once it has ended`);
+  }
+
+  /** Deletes a finished job's row and files; false when it was no longer finished (DELETE, and the retention sweep). */
+  async deleteFinished(job: Job): Promise<boolean> {
+    await this.#ending.get(job.id);
+    if (!this.#store.deleteFinished(job.id)) return false;
+    await removeJobFiles(this.paths(job.id));
+    this.#logger.info({ jobId: job.id, status: job.status }, 'job deleted');
+    return true;
+  }
+
+  /** The server's rules for callback URLs (made on first use: it holds a DNS resolver). */
+  async #checkCallback(url: string): Promise<string> {
+    if (this.#config.callbackSecret === undefined) {
+      throw invalidRequest("callback_url needs the server to sign its hooks, and this server has no WORKCELL_CALLBACK_SECRET: ask its operator to set one, or leave callback_url out");
+    }
+    this.#callbackPolicy ??= new CallbackPolicy({ allowPrivate: this.#config.callbackAllowPrivate });
+    return this.#callbackPolicy.check(url);
+  }
+
+  /** The job a fork starts from: the caller's own (others' are not found), finished, its end fully recorded. */
+  async #forkSource(jobId: string, owner: string | undefined): Promise<Job> {
+    const find = () => {
+      const job = this.#store.get(jobId);
+      if (job === undefined || (owner !== undefined && job.owner !== owner)) throw invalidRequest(`from_job: no job with id ${JSON.stringify(jobId)} (a fork starts from one of your own jobs)`);
+      return job;
+    };
+    find();
+    await this.#ending.get(jobId);
+    const current = find();
+    if (!finishedStatuses.includes(current.status)) {
+      throw conflict(`job ${jobId} is ${current.status}: a fork starts from a finished job's final workspace; fork it once it has ended (or cancel it)`);
+    }
+    return current;
   }
 
   /**
@@ -194,12 +310,23 @@ export class JobService {
 
   /** Zips (if not yet) and appends the final job-status event of a job the store already shows as ended. */
   async recordEnd(jobId: string, outcome: JobOutcome, step = 0): Promise<void> {
-    await this.#zip(jobId);
-    const events = new EventLog(jobId, this.paths(jobId).contextDb);
+    // A message or a fork waits for this (the zip and the final event belong to the run that ended).
+    const ending = Promise.withResolvers<void>();
+    const previous = this.#ending.get(jobId);
+    this.#ending.set(jobId, ending.promise);
     try {
-      events.append('job-status', step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}) });
+      await previous;
+      await this.#zip(jobId);
+      const run = this.#store.get(jobId)?.run;
+      const events = new EventLog(jobId, this.paths(jobId).contextDb);
+      try {
+        events.append('job-status', step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), ...(run === undefined ? {} : { run }) });
+      } finally {
+        events.close();
+      }
     } finally {
-      events.close();
+      if (this.#ending.get(jobId) === ending.promise) this.#ending.delete(jobId);
+      ending.resolve();
     }
   }
 
@@ -216,7 +343,8 @@ export class JobService {
       try {
         // A workspace with a disk limit is on its image: zip that (mounted again if a restart lost the mount).
         if (onDisk) await attachWorkspaceDisk(paths, 0);
-        const result = await zipWorkspace(paths.workspace, paths.outputZip);
+        // The workspace, and changes.patch when the job started from inputs (job-artifacts.ts).
+        const result = await writeJobArtifacts(paths, { config: this.#config, logger: this.#logger.child({ jobId }) });
         this.#logger.info({ jobId, entries: result.entries, bytes: result.bytes, skipped: result.skipped.length }, 'workspace zipped');
       } catch (error) {
         this.#logger.error({ jobId, err: error }, `zipping the workspace failed: ${errorMessage(error)}`);
@@ -227,4 +355,25 @@ export class JobService {
       await releaseWorkspaceDisk(paths).catch((error: unknown) => this.#logger.error({ jobId, err: error }, `releasing the workspace disk failed: ${errorMessage(error)}`));
     }
   }
+}
+
+/** What the job's workspace starts from; refuses a git input with uploaded files, and uploads its disk cannot hold. */
+function jobInputs(input: ScheduleInput, upload: UploadedWorkspace | undefined, diskMb: number): JobInputs {
+  const git = input.inputs?.git;
+  if (git !== undefined && input.from_job !== undefined) {
+    throw invalidRequest('inputs.git cannot be combined with from_job: a fork starts from the other job\'s workspace, a clone needs an empty one. Fork the job, or clone the repository');
+  }
+  if (git !== undefined && upload !== undefined) {
+    throw invalidRequest('inputs.git cannot be combined with uploaded files: the clone needs an empty workspace. Commit the files to the repository, or upload everything (an archive of the checkout)');
+  }
+  if (upload !== undefined && upload.diskBytes > diskMb * 1024 * 1024 * uploadDiskShare) {
+    throw new WorkcellError(
+      'payload_too_large',
+      `the uploaded files take about ${Math.ceil(upload.diskBytes / (1024 * 1024))} MB on disk, more than ${Math.round(uploadDiskShare * 100)} % of the job's disk (limits.disk_mb: ${diskMb} MB): ask for a larger disk_mb (up to the server's WORKCELL_DISK_MB), or upload less`,
+    );
+  }
+  return {
+    ...(git === undefined ? {} : { git: { url: git.url, ...(git.ref === undefined ? {} : { ref: git.ref }), ...(git.depth === undefined ? {} : { depth: git.depth }) } }),
+    ...(upload === undefined ? {} : { upload: { entries: upload.entries, bytes: upload.bytes } }),
+  };
 }

@@ -62,25 +62,73 @@ export interface Job {
   locked_by: string | null;
   /** The API key that created the job; null when the server ran without keys. */
   owner: string | null;
+  /** The job's current run: 1, then one more each time a message continues the finished job (job_runs holds each). */
+  run: number;
+  /** Where the job's lifecycle hooks go (its own callback_url); null: nowhere, or the server's WORKCELL_CALLBACK_URL. */
+  callback_url: string | null;
+  /** The job whose final workspace this one started from (POST /schedule {from_job}). */
+  forked_from: string | null;
   resource_usage: ResourceUsage | null;
   /** The model context window the client set for this job (tokens); null: the server's or the model's. */
   context_window: number | null;
   /** The job's own egress allow-list (normalized); the server's WORKCELL_NETWORK_ALLOW is added when it runs. */
   network: JobNetwork;
+  /** What the workspace starts from: a git clone made when the job starts, or files uploaded with it ({}: nothing). */
+  inputs: JobInputs;
 }
 
 export interface JobNetwork {
   allow: string[];
 }
 
-interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested' | 'resource_usage' | 'network'> {
+/** A git repository the host clones into the workspace before the sandbox starts (jobs/inputs/git-clone.ts). */
+export interface GitInput {
+  /** http(s) URL without user info: credentials come from the server's WORKCELL_GIT_CREDENTIALS. */
+  url: string;
+  /** A branch, a tag or a full commit id; default: the remote's default branch. */
+  ref?: string | undefined;
+  /** Commits of history to fetch (a shallow clone); default: all. */
+  depth?: number | undefined;
+}
+
+export interface JobInputs {
+  git?: GitInput;
+  /** Files placed in the workspace when the job was scheduled (multipart POST /schedule). */
+  upload?: { entries: number; bytes: number };
+}
+
+interface JobRow extends Omit<Job, 'limits' | 'metadata' | 'cancel_requested' | 'resource_usage' | 'network' | 'inputs'> {
   resource_usage: string | null;
   network: string | null;
+  inputs: string | null;
   limits: string;
   metadata: string;
   cancel_requested: number;
   lease_expires_at: number | null;
   idempotency_key: string | null;
+  /** 1: the job's hooks go to the server's WORKCELL_CALLBACK_URL (it had one, and the job gave none). */
+  callback_default: number;
+}
+
+/** One run of a job: the first starts with the task, each later one with the message that continued the job. */
+export interface JobRun {
+  run: number;
+  status: JobStatus;
+  /** The message that started this run, verbatim; null for the first run (its message is the task). */
+  message: string | null;
+  /** The user-message event that holds it. */
+  message_seq: number | null;
+  /** The first event of this run in the job's event log (the job-status that reopened the job); 0 for the first. */
+  start_seq: number;
+  /** Model turns the job took before this run: its steps are numbered from steps_before + 1. */
+  steps_before: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  error: string | null;
+  summary: string | null;
+  /** Model turns this run took (recorded at each status change; the job row has the live count). */
+  steps: number;
 }
 
 const migrations = [
@@ -127,6 +175,79 @@ const migrations = [
   `ALTER TABLE jobs ADD COLUMN context_window INTEGER`,
   // Secrets the server makes for itself (the key that signs browser tokens), shared by every process on this store.
   `CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)`,
+  // What the workspace starts from (JSON JobInputs: a git input, a summary of uploaded files); NULL: nothing.
+  `ALTER TABLE jobs ADD COLUMN inputs TEXT`,
+  // Runs. A message to a finished job continues it: the job runs again (`run` is its current run) and job_runs keeps
+  // each run's start, end and outcome. The triggers keep the current run's row in step with every status change of
+  // the job, whichever statement makes it (claim, finish, cancel, requeue), in the same transaction.
+  `ALTER TABLE jobs ADD COLUMN run INTEGER NOT NULL DEFAULT 1;
+   CREATE TABLE job_runs (
+     job_id TEXT NOT NULL,
+     run INTEGER NOT NULL,
+     status TEXT NOT NULL,
+     message TEXT,
+     message_seq INTEGER,
+     start_seq INTEGER NOT NULL DEFAULT 0,
+     steps_before INTEGER NOT NULL DEFAULT 0,
+     created_at TEXT NOT NULL,
+     started_at TEXT,
+     finished_at TEXT,
+     error TEXT,
+     summary TEXT,
+     steps INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (job_id, run)
+   ) WITHOUT ROWID;
+   INSERT INTO job_runs (job_id, run, status, created_at, started_at, finished_at, error, summary, steps)
+     SELECT id, 1, status, created_at, started_at, finished_at, error, summary, steps FROM jobs;
+   CREATE TRIGGER job_runs_first AFTER INSERT ON jobs BEGIN
+     INSERT INTO job_runs (job_id, run, status, created_at) VALUES (NEW.id, NEW.run, NEW.status, NEW.created_at);
+   END;
+   CREATE TRIGGER job_runs_status AFTER UPDATE OF status ON jobs WHEN NEW.status IS NOT OLD.status BEGIN
+     UPDATE job_runs SET status = NEW.status, started_at = COALESCE(started_at, NEW.started_at), finished_at = NEW.finished_at,
+       error = NEW.error, summary = NEW.summary, steps = NEW.steps - steps_before
+     WHERE job_id = NEW.id AND run = NEW.run;
+   END;
+   CREATE TRIGGER job_runs_deleted AFTER DELETE ON jobs BEGIN
+     DELETE FROM job_runs WHERE job_id = OLD.id;
+   END`,
+  // The job a fork started from (POST /schedule {from_job}).
+  `ALTER TABLE jobs ADD COLUMN forked_from TEXT`,
+  // Lifecycle hooks. A job with a hook (its own callback_url, or the server's WORKCELL_CALLBACK_URL: callback_default)
+  // gets a signed POST for its status when the hook is set and for every change after. The triggers put each into the
+  // outbox in the transaction that makes the change, so a crash loses none; jobs/webhooks/ delivers them, in order
+  // per job, retried with backoff. A row outlives its job (the receiver still hears how a deleted job ended).
+  `ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+   ALTER TABLE jobs ADD COLUMN callback_default INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE webhook_outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     event_id TEXT NOT NULL UNIQUE,
+     job_id TEXT NOT NULL,
+     url TEXT,
+     status TEXT NOT NULL,
+     previous_status TEXT,
+     run INTEGER NOT NULL,
+     error TEXT,
+     summary TEXT,
+     time TEXT NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT,
+     done_at TEXT,
+     locked_by TEXT,
+     lease_expires_at INTEGER
+   );
+   CREATE INDEX webhook_outbox_by_state ON webhook_outbox (state, job_id, id);
+   CREATE TRIGGER webhook_hook_set AFTER UPDATE OF callback_url, callback_default ON jobs
+   WHEN OLD.callback_url IS NULL AND OLD.callback_default = 0 AND (NEW.callback_url IS NOT NULL OR NEW.callback_default = 1) BEGIN
+     INSERT INTO webhook_outbox (event_id, job_id, url, status, run, error, summary, time)
+     VALUES ('evt_' || lower(hex(randomblob(16))), NEW.id, NEW.callback_url, NEW.status, NEW.run, NEW.error, NEW.summary, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+   END;
+   CREATE TRIGGER webhook_status AFTER UPDATE OF status ON jobs
+   WHEN NEW.status IS NOT OLD.status AND (NEW.callback_url IS NOT NULL OR NEW.callback_default = 1) BEGIN
+     INSERT INTO webhook_outbox (event_id, job_id, url, status, previous_status, run, error, summary, time)
+     VALUES ('evt_' || lower(hex(randomblob(16))), NEW.id, NEW.callback_url, NEW.status, OLD.status, NEW.run, NEW.error, NEW.summary, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+   END`,
 ];
 
 export interface NewJob {
@@ -138,8 +259,13 @@ export interface NewJob {
   metadata?: Record<string, string> | undefined;
   idempotencyKey?: string | undefined;
   owner?: string | null | undefined;
+  /** The job's own hook URL (checked by jobs/webhooks/callback-url.ts); callbackDefault: the server's instead. */
+  callbackUrl?: string | undefined;
+  callbackDefault?: boolean | undefined;
+  forkedFrom?: string | undefined;
   network?: JobNetwork | undefined;
   contextWindow?: number | undefined;
+  inputs?: JobInputs | undefined;
 }
 
 export type CancelResult = 'cancelled' | 'requested' | 'already-finished';
@@ -166,8 +292,8 @@ export class JobStore {
       const id = input.id;
       this.#db
         .prepare(
-          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at, owner, network, context_window)
-           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO jobs (id, status, task, model, runtime, limits, metadata, idempotency_key, created_at, owner, network, context_window, inputs)
+           VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           id,
@@ -181,7 +307,14 @@ export class JobStore {
           input.owner ?? null,
           input.network === undefined || input.network.allow.length === 0 ? null : JSON.stringify(input.network),
           input.contextWindow ?? null,
+          input.inputs === undefined || Object.keys(input.inputs).length === 0 ? null : JSON.stringify(input.inputs),
         );
+      // Set apart from the insert: a hook set on a job is told its status at once (the trigger of webhook_hook_set).
+      if (input.callbackUrl !== undefined || input.callbackDefault === true || input.forkedFrom !== undefined) {
+        this.#db
+          .prepare('UPDATE jobs SET callback_url = ?, callback_default = ?, forked_from = ? WHERE id = ?')
+          .run(input.callbackUrl ?? null, input.callbackDefault === true ? 1 : 0, input.forkedFrom ?? null, id);
+      }
       return { job: this.get(id)!, created: true };
     })();
   }
@@ -303,6 +436,58 @@ export class JobStore {
     return (this.#db.prepare(`SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ?`).all(now) as JobRow[]).map(toJob);
   }
 
+  /**
+   * Continues a finished job with another run: back to pending, `run` one more, a fresh attempt budget, and the
+   * previous run's times and outcome cleared from the row (job_runs keeps them). `start` is where the run begins in
+   * the job's event log and the message that starts it. Undefined when the job is not finished (gone, or reopened
+   * by another request first: of two at once exactly one reopens it).
+   */
+  reopen(id: string, start: { message: string; messageSeq: number; startSeq: number }, now = new Date()): Job | undefined {
+    return this.#db.transaction(() => {
+      const row = this.#db
+        .prepare(
+          `UPDATE jobs SET status = 'pending', run = run + 1, started_at = NULL, finished_at = NULL, error = NULL, summary = NULL,
+             attempts = 0, cancel_requested = 0, locked_by = NULL, lease_expires_at = NULL
+           WHERE id = ? AND status IN ('complete', 'error', 'cancelled')
+           RETURNING *`,
+        )
+        .get(id) as JobRow | undefined;
+      if (!row) return undefined;
+      this.#db
+        .prepare(`INSERT INTO job_runs (job_id, run, status, message, message_seq, start_seq, steps_before, created_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`)
+        .run(id, row.run, start.message, start.messageSeq, start.startSeq, row.steps, now.toISOString());
+      return toJob(row);
+    })();
+  }
+
+  /** The job's runs, first to last. */
+  runs(id: string): JobRun[] {
+    return this.#db.prepare('SELECT * FROM job_runs WHERE job_id = ? ORDER BY run').all(id) as JobRun[];
+  }
+
+  /** One run of the job. */
+  getRun(id: string, run: number): JobRun | undefined {
+    return this.#db.prepare('SELECT * FROM job_runs WHERE job_id = ? AND run = ?').get(id, run) as JobRun | undefined;
+  }
+
+  /** Deletes a finished job's row (and its runs); false when it is not there or not finished (never a live job). */
+  deleteFinished(id: string): boolean {
+    return this.#db.prepare(`DELETE FROM jobs WHERE id = ? AND status IN ('complete', 'error', 'cancelled')`).run(id).changes === 1;
+  }
+
+  /** Finished jobs that ended before `cutoff`, oldest first. */
+  finishedBefore(cutoff: Date, limit: number): Job[] {
+    const rows = this.#db
+      .prepare(`SELECT * FROM jobs WHERE status IN ('complete', 'error', 'cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?`)
+      .all(cutoff.toISOString(), limit) as JobRow[];
+    return rows.map(toJob);
+  }
+
+  /** The store's database, for the modules that keep tables beside the jobs in it (jobs/webhooks/outbox.ts). */
+  get database(): Database.Database {
+    return this.#db;
+  }
+
   // --- API keys: the secret is never stored, only its SHA-256 (secrets are 256 random bits, so no slow hash is needed).
 
   createApiKey(name: string, now = new Date()): { id: string; token: string } {
@@ -358,7 +543,7 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest('hex
 const scopedKey = (key: string, owner: string | null) => `${owner ?? '-'}:${key}`;
 
 function toJob(row: JobRow): Job {
-  const { lease_expires_at: _lease, idempotency_key: _key, ...rest } = row;
+  const { lease_expires_at: _lease, idempotency_key: _key, callback_default: _hookDefault, ...rest } = row;
   return {
     ...rest,
     limits: JSON.parse(row.limits) as JobLimits,
@@ -366,5 +551,6 @@ function toJob(row: JobRow): Job {
     cancel_requested: row.cancel_requested === 1,
     resource_usage: row.resource_usage === null ? null : (JSON.parse(row.resource_usage) as ResourceUsage),
     network: row.network === null ? { allow: [] } : (JSON.parse(row.network) as JobNetwork),
+    inputs: row.inputs === null ? {} : (JSON.parse(row.inputs) as JobInputs),
   };
 }

@@ -12,6 +12,7 @@ import { estimateCounter, tiktokenCounter } from '../agent/context/tokens.ts';
 import { runAgent } from '../agent/loop.ts';
 import type { LimitWatch } from '../agent/tools/run-tool.ts';
 import { resolveModel } from '../agent/models/resolve-model.ts';
+import { ScriptModel } from '../agent/models/script-model.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, WorkcellError } from '../errors.ts';
 import { resolveRuntime, type Runtimes } from '../runtimes/index.ts';
@@ -20,11 +21,13 @@ import { formatBytes } from '../util/bytes.ts';
 import { fileLogger } from '../util/logger.ts';
 import { AuditLog } from './audit-log.ts';
 import { EventLog, type EventSink } from './event-log.ts';
+import { cloneGitInput, gitCloneAllowRules } from './inputs/git-clone.ts';
 import type { JobOutcome, JobService } from './job-service.ts';
 import { hostFileCaps, sandboxLimits, type HostFileLimit } from './job-limits.ts';
 import { sandboxAllowRules } from './job-network.ts';
 import type { JobPaths } from './job-paths.ts';
 import type { Job } from './job-store.ts';
+import { hasWorkspaceBaseline, recordWorkspaceBaseline } from './workspace-baseline.ts';
 import { attachWorkspaceDisk, describeWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
 import { JobStop, type JobRunner } from './scheduler.ts';
 
@@ -59,7 +62,8 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   const log = fileLogger(config.logLevel, `${paths.logs}/orchestrator.log`, { jobId: job.id, workerId });
   const events = new EventLog(job.id, paths.contextDb);
   const wallTime = new AbortController();
-  // Wall time counts from the job's first start: a resumed job has only what is left of it.
+  // Wall time counts from the run's first start (started_at is the current run's): a resumed run has only what is left
+  // of it, a job continued by a message gets it whole again.
   const elapsedMs = job.started_at === null ? 0 : Math.max(0, Date.now() - Date.parse(job.started_at));
   const wallTimer = setTimeout(
     () => wallTime.abort(new JobStop('wall-time', `wall time limit (${job.limits.wall_time_s} s) exceeded`)),
@@ -109,7 +113,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   };
 
   try {
-    sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId, ...(job.attempts > 1 ? { resumed: true } : {}) });
+    sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId, run: job.run, ...(job.attempts > 1 ? { resumed: true } : {}) });
     const model = resolveModel(job.model ?? config.model, config, { fromJob: job.model !== null });
     jobs.store.update(job.id, { model_used: `${model.provider}:${model.modelId}` });
     const info = modelInfo(model.provider, model.modelId);
@@ -123,10 +127,23 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       },
     };
     context = new ContextStore(events, { counter, embedder: resolveEmbedder(config), logger: log.logger, limit: contextLimit });
+    // A script replays its trajectory from where the job stands (a resumed or continued job goes on from its next turn).
+    if (model.model instanceof ScriptModel) model.model.startAt(context.lastStep());
+    // A job continued by a message: its run starts after the ended one (jobs/job-runs.ts).
+    const run = job.run > 1 ? jobs.store.getRun(job.id, job.run) : undefined;
     const runtime = await resolveRuntime(job.runtime, deps.runtimes);
-    const started = performance.now();
     const limits = sandboxLimits(config, job.limits);
-    const workspaceDisk = await limitWorkspaceDisk(config, paths, limits.diskMb);
+    // A git input is cloned on the job's first start, onto the job's disk (so it counts against disk_mb), and recorded
+    // as its baseline with the commit.
+    const clonedOnDisk = await cloneGitInputOnce({ config, job, paths, diskMb: limits.diskMb, sink, audit, logger: log.logger, signal: stop });
+    // What the workspace holds before any sandbox touches it, for GET /jobs/:id/diff; once recorded (by the inputs, or
+    // an earlier start) this does nothing. The job runs without it if it fails: only its diff is lost.
+    await recordWorkspaceBaseline(paths, { config, logger: log.logger, signal: stop }).catch((error: unknown) => {
+      if (stop.aborted) throw error;
+      log.logger.error({ err: error }, `recording the workspace's start failed (the job's diff will be unavailable): ${errorMessage(error)}`);
+    });
+    const started = performance.now();
+    const workspaceDisk = clonedOnDisk === null ? await limitWorkspaceDisk(config, paths, limits.diskMb) : clonedOnDisk.disk;
     const workspaceDiskMb = workspaceDisk?.sizeMb;
     const network = { allow: sandboxAllowRules(config, job), onConnection: audit.network.bind(audit), currentStep: () => step };
     const created = await runtime.create({ jobId: job.id, workspaceDir: paths.workspace, logDir: paths.logs, log: sandboxLog, limits, network }, stop);
@@ -152,6 +169,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       modelInfo: { ...info, contextWindow: window, vision: config.modelVision ?? info.vision ?? false },
       summarize: model.provider !== 'script',
       maxSteps: job.limits.max_steps,
+      runStart: run === undefined ? undefined : { seq: run.start_seq, step: run.steps_before },
       stream: config.modelStream,
       retry: { maxRetries: config.modelMaxRetries, baseMs: config.modelRetryBaseMs },
       signal: stop,
@@ -194,6 +212,56 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     log.logger.info({ status: outcome?.status ?? 'abandoned', error: outcome?.error }, 'job ended');
     log.close();
   }
+}
+
+/**
+ * The clone of the job's git input (jobs/inputs/git-clone.ts), on its first start only: a job with a baseline has been
+ * cloned (a resumed or continued job keeps its workspace; it is never cloned again). The workspace goes on its disk
+ * first, so the clone counts against disk_mb and the host's disk never holds more; then git clones into it, through an
+ * egress proxy whose connections go to the job's audit log (`by: "git-clone"`), and the checkout is recorded as the
+ * baseline with its commit. A sandbox never starts on a clone without its baseline: so a workspace with no baseline
+ * holds nothing but what an interrupted clone left, and the clone may empty it. Returns the workspace's disk, or null
+ * when there was nothing to clone. Throws (ending the job) with a message that says what failed.
+ */
+async function cloneGitInputOnce(context: {
+  config: Config;
+  job: Job;
+  paths: JobPaths;
+  diskMb: number;
+  sink: EventSink;
+  audit: AuditLog;
+  logger: Logger;
+  signal: AbortSignal;
+}): Promise<{ disk: Awaited<ReturnType<typeof limitWorkspaceDisk>> } | null> {
+  const { config, job, paths, sink, logger, signal } = context;
+  const input = job.inputs.git;
+  if (input === undefined || (await hasWorkspaceBaseline(paths.root))) return null;
+  const disk = await limitWorkspaceDisk(config, paths, context.diskMb);
+  const what = `${input.url}${input.ref === undefined ? '' : ` (${input.ref})`}${input.depth === undefined ? '' : `, depth ${input.depth}`}`;
+  sink.append('log', 0, { level: 'info', input: 'git', message: `cloning ${what}` });
+  logger.info({ url: input.url, ref: input.ref, depth: input.depth }, 'cloning the git input');
+  const started = performance.now();
+  const cloned = await cloneGitInput({
+    input,
+    workspace: paths.workspace,
+    owner: job.owner,
+    config,
+    allow: gitCloneAllowRules(config, job),
+    onConnection: (record) => context.audit.network(record, 'git-clone'),
+    logger,
+    signal,
+  });
+  const durationMs = Math.round(performance.now() - started);
+  const origin = { url: cloned.url, ...(cloned.ref === undefined ? {} : { ref: cloned.ref }), commit: cloned.commit };
+  logger.info({ ...origin, credential: cloned.credential, durationMs }, 'cloned the git input');
+  try {
+    await recordWorkspaceBaseline(paths, { config, git: origin, logger, signal });
+  } catch (error) {
+    if (signal.aborted) throw error;
+    throw new WorkcellError('internal', `inputs.git: ${input.url} was cloned, but recording it as the workspace's start failed: ${errorMessage(error)}`);
+  }
+  sink.append('log', 0, { level: 'info', input: 'git', message: `cloned ${what} at ${cloned.commit} in ${durationMs} ms`, git: origin });
+  return { disk };
 }
 
 /**

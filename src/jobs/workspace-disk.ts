@@ -231,7 +231,17 @@ export async function releaseWorkspaceDisk(paths: WorkspaceDiskPaths): Promise<v
   if (await isMountPoint(paths.workspace)) await run('umount', [paths.workspace]);
   const staging = `${paths.workspaceImage}.mnt`;
   await mkdir(staging, { recursive: true, mode: 0o700 });
-  if (!(await isMountPoint(staging))) await run('mount', ['-t', 'ext4', '-o', `${mountOptions},ro,noexec`, paths.workspaceImage, staging]);
+  if (!(await isMountPoint(staging))) {
+    try {
+      await run('mount', ['-t', 'ext4', '-o', `${mountOptions},ro,noexec`, paths.workspaceImage, staging]);
+    } catch (error) {
+      // No loop device free (or another failure): the image goes back over the workspace, so readers (zip, diff, file
+      // routes) never see what the directory held before the job; the next release tries again.
+      await run('mount', ['-t', 'ext4', '-o', mountOptions, paths.workspaceImage, paths.workspace]).catch(() => undefined);
+      await rmdir(staging).catch(() => undefined);
+      throw error;
+    }
+  }
   try {
     // Replace what the directory held before the job (its inputs, now also in the image) with the final content.
     await rm(paths.workspace, { recursive: true, force: true });

@@ -93,6 +93,14 @@ export class ScriptModel implements LanguageModelV4 {
     this.modelId = modelId;
   }
 
+  /**
+   * Goes on from turn `index` (0-based): a job that resumes or continues after `index` model turns replays its
+   * trajectory from where it stands, not from the start.
+   */
+  startAt(index: number): void {
+    this.#next = Math.max(0, index);
+  }
+
   /** Turns replayed so far (including the exhausted answer, once the script has run out). */
   get turnsReplayed(): number {
     return this.#next;

@@ -141,7 +141,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
     },
     async (request, reply) => {
       const job = requireJob(context, request);
-      const { seq } = context.jobs.postMessage(job.id, request.body.text, request.owner);
+      const { seq } = await context.jobs.postMessage(job.id, request.body.text, request.owner);
       return reply.code(202).send({ job_id: job.id, event_id: seq });
     },
   );
