@@ -20,6 +20,7 @@ const titles: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   409: 'Conflict',
+  412: 'Precondition Failed',
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
   416: 'Range Not Satisfiable',
@@ -41,7 +42,7 @@ function fromFastify(error: FastifyError): Problem | undefined {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return problem(413, 'payload_too_large', 'request body is too large: the limit is set by WORKCELL_MAX_BODY_BYTES');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return problem(415, 'unsupported_media_type', `unsupported Content-Type: send application/json or text/plain`);
+      return problem(415, 'unsupported_media_type', `unsupported Content-Type: send application/json or text/plain (or multipart/form-data with files, to POST /schedule)`);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return problem(400, 'invalid_request', 'the JSON body is empty');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':

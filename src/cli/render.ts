@@ -1,6 +1,8 @@
 // A readable live view of a job's events for the terminal: one line per step, tool output abbreviated. Everything in an
-// event may come from the model or the sandbox, so every value is escaped (terminal-safe.ts) before colours are added.
-import type { ServerEvent } from './client.ts';
+// event may come from the model or the sandbox, so every value is escaped (terminal-safe.ts) before colours are added
+// (on a terminal, unless NO_COLOR is set: output.ts).
+import type { JobEvent } from '../client/index.ts';
+import { colorEnabled } from './output.ts';
 import { terminalSafe } from './terminal-safe.ts';
 
 const clip = (text: string, max: number) => {
@@ -8,7 +10,8 @@ const clip = (text: string, max: number) => {
   return terminalSafe(oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine);
 };
 
-export function renderEvent(event: ServerEvent['data'], color = process.stdout.isTTY): string | undefined {
+/** One event as a line (or a few); undefined for events not shown. */
+export function renderEvent(event: Pick<JobEvent, 'seq' | 'step' | 'time' | 'data'> & { type: string }, color = colorEnabled()): string | undefined {
   const dim = (s: string) => (color ? `\x1b[2m${s}\x1b[0m` : s);
   const bold = (s: string) => (color ? `\x1b[1m${s}\x1b[0m` : s);
   const red = (s: string) => (color ? `\x1b[31m${s}\x1b[0m` : s);

@@ -3,10 +3,11 @@
 import { z } from 'zod';
 import { readAuditLog } from '../../jobs/audit-log.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
-import { auditQuery, jobIdParams, problem } from '../schemas.ts';
+import { problemResponses, response } from '../openapi.ts';
+import { auditQuery, jobIdParams } from '../schemas.ts';
 import { requireJob } from './jobs.ts';
 
-const auditBody = z.unknown().describe('application/x-ndjson: one JSON object per line');
+const auditBody = z.unknown().describe('One JSON object per line');
 
 const description = [
   'One JSON object per line (application/x-ndjson), oldest first; an empty body when there is nothing yet. Every entry has',
@@ -23,11 +24,16 @@ export function registerAuditRoutes(app: ZodApp, context: ApiContext): void {
     '/jobs/:id/audit',
     {
       schema: {
+        operationId: 'getAudit',
+        tags: ['results'],
         summary: "The job's audit log: file operations and network connections (JSON lines)",
         description,
         params: jobIdParams,
         querystring: auditQuery,
-        response: { 200: auditBody, 400: problem, 404: problem },
+        response: {
+          200: response('The entries after the first `after` lines, oldest first (empty when there are none)', auditBody, { mediaType: 'application/x-ndjson' }),
+          ...problemResponses({ 400: 'after is not a non-negative integer', 404: "No job with this id (or not one of this key's)" }),
+        },
       },
     },
     async (request, reply) => {

@@ -1,11 +1,13 @@
 // GET /jobs/:id/events: the job's steps as Server-Sent Events. Replays from the job's event log (after
 // Last-Event-ID or ?after=), then follows live until the job ends. `id:` is the event's seq, `event:` its type.
 import type { ServerResponse } from 'node:http';
+import { z } from 'zod';
 import { EventLog, onJobEvent, type JobEvent } from '../../jobs/event-log.ts';
 import { finishedStatuses, type JobStatus } from '../../jobs/job-store.ts';
 import { invalidRequest } from '../../errors.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
-import { eventsQuery, jobIdParams, problem } from '../schemas.ts';
+import { problemResponses, response } from '../openapi.ts';
+import { eventsQuery, jobEvent, jobIdParams } from '../schemas.ts';
 import { requireJob } from './jobs.ts';
 
 const keepAliveMs = 15_000;
@@ -23,11 +25,20 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
     '/jobs/:id/events',
     {
       schema: {
+        operationId: 'streamEvents',
+        tags: ['events'],
         summary: "Follow a job's steps (Server-Sent Events)",
-        description: 'Each event: `id` (resume with Last-Event-ID), `event` (job-status, model-turn, tool-call, tool-result, ...), `data` (JSON). The stream ends after the final job-status.',
+        description:
+          'Replays the job\'s event log from the start (or after `Last-Event-ID` / `?after=`), then follows it live. Each event: `id` (its seq: reconnect with ' +
+          'Last-Event-ID and nothing is lost or repeated), `event` (its type), `data` (the JobEvent as JSON). With follow (the default) the stream ends after the ' +
+          "run's final job-status (complete, error, cancelled); with follow=false, once the log is sent. Comment lines keep the connection alive.",
         params: jobIdParams,
         querystring: eventsQuery,
-        response: { 400: problem, 404: problem },
+        headerParams: z.object({ 'last-event-id': z.string().optional().describe('Only events after this id: the id of the last event received (reconnecting)') }),
+        response: {
+          200: response('text/event-stream: one SSE event per JobEvent, whose `data` is the JobEvent as JSON', jobEvent, { mediaType: 'text/event-stream' }),
+          ...problemResponses({ 400: 'Last-Event-ID or a query parameter is invalid', 404: 'No job with this id (or not one of this key\'s)' }),
+        },
       },
     },
     async (request, reply) => {

@@ -21,7 +21,8 @@ import { isJobId } from '../../util/ids.ts';
 import { sessionCookie } from '../auth.ts';
 import { linkParameter, linkTtlMs, sessionTtlMs, type BrowserService } from '../browser-tokens.ts';
 import { isLoopbackName } from '../origins.ts';
-import { jobIdParams, linkRequest, linkResponse, problem } from '../schemas.ts';
+import { problemResponses, response } from '../openapi.ts';
+import { jobIdParams, linkRequest, linkResponse } from '../schemas.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
 import { baseUrl, requireJob } from './jobs.ts';
 
@@ -96,13 +97,22 @@ export function registerServiceRoutes(app: ZodApp, context: ApiContext): void {
     '/jobs/:id/links',
     {
       schema: {
+        operationId: 'createLink',
+        tags: ['services'],
         summary: "A browser link to a job's desktop, Jupyter or terminal",
         description:
           "Desktop and Jupyter pages are served on the job's own origin (WORKCELL_SANDBOX_URL, by default http://job-<id>.localhost:<port>), never the API's. " +
           'The link opens once, within two minutes; the page then holds a session cookie for that job alone, which ends when the key is revoked. The job must be running when the link is used.',
         params: jobIdParams,
         body: linkRequest,
-        response: { 201: linkResponse, 400: problem, 404: problem, 409: problem },
+        response: {
+          201: response('The link', linkResponse),
+          ...problemResponses({
+            400: 'service is not desktop, jupyter or terminal',
+            404: "No job with this id (or not one of this key's)",
+            409: "The job's own origin cannot be made for this request's Host (set WORKCELL_SANDBOX_URL)",
+          }),
+        },
       },
     },
     async (request, reply) => reply.code(201).send(browserLink(context, request, requireJob(context, request), request.body.service)),
