@@ -20,6 +20,7 @@ command -v apt-get >/dev/null || die "this script supports Debian and Ubuntu (ap
 packages=(
   bubblewrap debootstrap debian-archive-keyring util-linux passwd procps iproute2
   ca-certificates curl tar xz-utils python3 make g++
+  git        # the server's own: what a job changed (GET /jobs/:id/diff, changes.patch) and git inputs' clones
   chromium   # the browser the web UI and noVNC tests drive (Playwright with executablePath /usr/bin/chromium)
   # Programs tests run on the host itself (the sandbox image has its own): test/helpers/host-tools.ts names each test.
   ripgrep    # rg: search_files' unit tests (src/sandboxd/files/search.test.ts)
