@@ -157,7 +157,7 @@ export interface paths {
         };
         /**
          * Follow a job's steps (Server-Sent Events)
-         * @description Replays the job's event log from the start (or after `Last-Event-ID` / `?after=`), then follows it live. Each event: `id` (its seq: reconnect with Last-Event-ID and nothing is lost or repeated), `event` (its type), `data` (the JobEvent as JSON). With follow (the default) the stream ends after the run's final job-status (complete, error, cancelled); with follow=false, once the log is sent. Comment lines keep the connection alive.
+         * @description Replays the job's event log from the start (or after `Last-Event-ID` / `?after=`), then follows it live. Each event: `id` (its seq: reconnect with Last-Event-ID and nothing is lost or repeated), `event` (its type), `data` (the JobEvent as JSON). With follow (the default) the stream ends after the final job-status (complete, error, cancelled) of the job's latest run (a job that a message continued goes on with the next run's events; a reconnect whose Last-Event-ID is that final event ends at once); with follow=false, once the log is sent. Comment lines keep the connection alive.
          */
         get: operations["streamEvents"];
         put?: never;

@@ -31,7 +31,8 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
         description:
           'Replays the job\'s event log from the start (or after `Last-Event-ID` / `?after=`), then follows it live. Each event: `id` (its seq: reconnect with ' +
           'Last-Event-ID and nothing is lost or repeated), `event` (its type), `data` (the JobEvent as JSON). With follow (the default) the stream ends after the ' +
-          "run's final job-status (complete, error, cancelled); with follow=false, once the log is sent. Comment lines keep the connection alive.",
+          "final job-status (complete, error, cancelled) of the job's latest run (a job that a message continued goes on with the next run's events; " +
+          'a reconnect whose Last-Event-ID is that final event ends at once); with follow=false, once the log is sent. Comment lines keep the connection alive.',
         params: jobIdParams,
         querystring: eventsQuery,
         headerParams: z.object({ 'last-event-id': z.string().optional().describe('Only events after this id: the id of the last event received (reconnecting)') }),
@@ -76,7 +77,8 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
           for (const event of batch) {
             write(raw, event);
             cursor = event.seq;
-            if (isEnd(event)) return true;
+            // The end of the latest run; a job that a message continued has the next run's events after it.
+            if (isEnd(event) && log.list(event.seq, 1).length === 0) return true;
           }
           if (batch.length < 500) return false;
         }
@@ -88,7 +90,12 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       unsubscribe = onJobEvent(job.id, () => {
         if (drain()) close();
       });
-      if (drain() || !follow) return close();
+      // A client that has read up to the end already (Last-Event-ID is the final event) gets no more to wait for.
+      const atEnd = () => {
+        const last = cursor > 0 ? log.list(cursor - 1, 2) : [];
+        return last.length === 1 && last[0]!.seq === cursor && isEnd(last[0]!);
+      };
+      if (drain() || !follow || atEnd()) return close();
       // The final event follows the row's final status within moments; if a crash lost it, stop waiting after a few polls.
       let endedPolls = 0;
       timers.push(

@@ -99,6 +99,11 @@ describe('continuing a finished job', () => {
     expect(at('write a.txt')).toBeLessThan(at('FIRST-RUN-OUTPUT'));
     expect(at('FIRST-RUN-OUTPUT')).toBeLessThan(at('now append two to a.txt'));
     expect(llm.requests).toHaveLength(4);
+
+    // Followed from the start, the stream goes on through both runs and ends with the latest; from its end, at once.
+    const all = await collectEvents(app, jobId);
+    expect(all.filter((event) => event.type === 'job-status').map((event) => event.data.status)).toEqual(['pending', 'running', 'complete', 'pending', 'running', 'complete']);
+    expect(await collectEvents(app, jobId, { lastEventId: all.at(-1)!.id })).toEqual([]);
   });
 
   it('continues a cancelled job, and of two messages at once one reopens the job and the other joins that run', async () => {
