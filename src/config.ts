@@ -18,6 +18,22 @@ const boolean = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 
 export const runtimeNames = ['bwrap', 'docker', 'gvisor', 'microvm'] as const;
 export type RuntimeName = (typeof runtimeNames)[number];
 
+/** A comma-separated allow-list (or an array), normalized and checked as allow-list.ts reads it; default empty. */
+function allowList(entriesAre: string) {
+  return z
+    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
+    .transform((list, context) => {
+      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
+      try {
+        return mergeAllowLists(entries);
+      } catch (error) {
+        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of ${entriesAre})` });
+        return z.NEVER;
+      }
+    })
+    .default([]);
+}
+
 export const configSchema = z.object({
   dataDir: z.string().min(1).default(defaultDataDir).describe('WORKCELL_DATA_DIR: workcell.db and jobs/<id>/ live here'),
   host: z.string().min(1).default('127.0.0.1').describe('WORKCELL_HOST: address the API listens on (loopback by default)'),
@@ -80,18 +96,7 @@ export const configSchema = z.object({
     .default('loop')
     .describe("WORKCELL_DISK_LIMIT: how each job's workspace is held to its disk_mb: loop (an ext4 image on a loop device; the server refuses to start where loop devices do not work) or tmpfs (a size-limited tmpfs, for hosts without loop devices such as containers: its content is in memory, counted against the sandbox's memory limit and the host's RAM, and lost if the host restarts while a job runs)"),
   cgroupParent: z.string().regex(/^(\/[\w.@:-]+)+$/, 'an absolute path inside the cgroup hierarchy, e.g. /workcell').refine((path) => !path.split('/').includes('..'), 'no .. in the path').optional().describe('WORKCELL_CGROUP_PARENT: cgroup under which sandboxes get theirs (default: workcell in the server\'s own cgroup on v1, /workcell on v2)'),
-  networkAllow: z
-    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
-    .transform((list, context) => {
-      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
-      try {
-        return mergeAllowLists(entries);
-      } catch (error) {
-        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of host, host:port, *.domain or IP entries)` });
-        return z.NEVER;
-      }
-    })
-    .default([])
+  networkAllow: allowList('host, host:port, *.domain or IP entries')
     .describe('WORKCELL_NETWORK_ALLOW: destinations every job may reach through the egress proxy, comma-separated (host, host:port, *.domain, IP); added to each job\'s own network.allow (default: none)'),
   networkJobPrivate: boolean
     .optional()
@@ -105,18 +110,7 @@ export const configSchema = z.object({
     .regex(webhookSecretPattern, 'whsec_ followed by base64 of at least 16 random bytes, e.g. whsec_$(openssl rand -base64 32)')
     .optional()
     .describe('WORKCELL_CALLBACK_SECRET: the key that signs lifecycle hooks (Standard Webhooks: "whsec_" + base64); hooks need it, and jobs may give a callback_url only when it is set (default: none)'),
-  callbackAllowPrivate: z
-    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
-    .transform((list, context) => {
-      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
-      try {
-        return mergeAllowLists(entries);
-      } catch (error) {
-        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of IP:port or host:port entries)` });
-        return z.NEVER;
-      }
-    })
-    .default([])
+  callbackAllowPrivate: allowList('IP:port or host:port entries')
     .describe("WORKCELL_CALLBACK_ALLOW_PRIVATE: private, loopback or link-local destinations a job's callback_url may reach, each listed exactly as in WORKCELL_NETWORK_ALLOW (the IP with its port, or the name with its port); any other non-public address is refused (default: none)"),
   callbackMaxAttempts: integer(1, 100).default(12).describe('WORKCELL_CALLBACK_MAX_ATTEMPTS: attempts to deliver one hook before giving up (network errors, timeouts, 5xx and 429 are retried), default 12'),
   callbackRetryBaseMs: integer(1, 3_600_000).default(2000).describe('WORKCELL_CALLBACK_RETRY_BASE_MS: delay before the second attempt, doubled for each next one (with jitter, at most 1 h), default 2000'),
@@ -127,18 +121,7 @@ export const configSchema = z.object({
   uploadMaxBytes: integer(1, 2 ** 40).default(1 << 30).describe("WORKCELL_UPLOAD_MAX_BYTES: most bytes a multipart POST /schedule may place in the workspace (files and unpacked archive together; the job's disk_mb bounds it too), default 1 GiB"),
   uploadMaxFiles: integer(1, 10_000_000).default(100_000).describe('WORKCELL_UPLOAD_MAX_FILES: most entries (files, directories, symlinks) an upload may place in the workspace, default 100000'),
   uploadMaxFileBytes: integer(1, 2 ** 40).default(256 << 20).describe('WORKCELL_UPLOAD_MAX_FILE_BYTES: largest single file an upload may place in the workspace, default 256 MiB'),
-  gitAllow: z
-    .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
-    .transform((list, context) => {
-      const entries = list.map((entry) => entry.trim()).filter((entry) => entry !== '');
-      try {
-        return mergeAllowLists(entries);
-      } catch (error) {
-        context.addIssue({ code: 'custom', message: `${errorMessage(error)} (a comma-separated list of host, host:port, *.domain or IP entries)` });
-        return z.NEVER;
-      }
-    })
-    .default([])
+  gitAllow: allowList('host, host:port, *.domain or IP entries')
     .describe("WORKCELL_GIT_ALLOW: hosts the server may clone git inputs from (inputs.git), comma-separated, as WORKCELL_NETWORK_ALLOW; the clone may also reach the job's network.allow and WORKCELL_NETWORK_ALLOW, and the sandbox never gets this list (default: none)"),
   gitCredentials: z.string().min(1).optional().describe('WORKCELL_GIT_CREDENTIALS: a JSON file of credentials for private git remotes, {"hosts": {"<host[:port]>": {"username", "token"}}, "keys": {"<API key id>": {"<host[:port]>": {...}}}}; read at each clone, used by the host only, never put in a sandbox (default: none)'),
   gitTimeoutS: integer(1, 24 * 3600).default(600).describe("WORKCELL_GIT_TIMEOUT_S: longest a git input's clone may take, seconds, default 600"),
