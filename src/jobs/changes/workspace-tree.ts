@@ -5,7 +5,7 @@
 // files it changed), FIFOs, sockets and devices (reported as skipped), and, when asked, what the workspace's .gitignore
 // files ignore (with git's rules: an ignored directory is not entered), except files the baseline had ("tracked"):
 // those are always compared, as `git add -A` keeps tracked files however they are ignored.
-import type { Ignore } from 'ignore';
+import { ignoredByRules, type DirectoryRules } from '../../sandboxd/files/ignore-rules.ts';
 import type { RawGetResult, RawListingEntry } from '../../sandboxd/files/raw-files.ts';
 import { WorkcellError } from '../../errors.ts';
 
@@ -42,23 +42,6 @@ export function isGitDirectoryName(name: string): boolean {
   return name.toLowerCase() === '.git';
 }
 
-interface Rules {
-  base: string;
-  matcher: Ignore;
-}
-
-function ignoredBy(rules: readonly Rules[], path: string, isDirectory: boolean): boolean {
-  let ignored = false;
-  for (const { base, matcher } of rules) {
-    const relative = base === '' ? path : path.startsWith(`${base}/`) ? path.slice(base.length + 1) : undefined;
-    if (relative === undefined || relative === '') continue;
-    const result = matcher.test(isDirectory ? `${relative}/` : relative);
-    if (result.ignored) ignored = true;
-    else if (result.unignored) ignored = false;
-  }
-  return ignored;
-}
-
 async function readText(source: WorkspaceSource, path: string, signal: AbortSignal | undefined): Promise<string | undefined> {
   const result = await source.get(path, signal === undefined ? {} : { signal }).catch(() => undefined);
   if (result?.kind !== 'file') return undefined;
@@ -88,7 +71,7 @@ export async function readWorkspaceTree(source: WorkspaceSource, options: { giti
     if (skippedTotal++ < maxSkippedListed) tree.skipped.push({ path, reason });
   };
   const { default: ignore } = await import('ignore');
-  const queue: Array<{ path: string; rules: Rules[]; trackedOnly: boolean }> = [{ path: '', rules: [], trackedOnly: false }];
+  const queue: Array<{ path: string; rules: DirectoryRules[]; trackedOnly: boolean }> = [{ path: '', rules: [], trackedOnly: false }];
   for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
     options.signal?.throwIfAborted();
     const listed = await source.get(item.path, { etags: 'all', ...(options.signal === undefined ? {} : { signal: options.signal }) });
@@ -107,7 +90,7 @@ export async function readWorkspaceTree(source: WorkspaceSource, options: { giti
     for (const entry of listed.listing.entries) {
       const path = item.path === '' ? entry.name : `${item.path}/${entry.name}`;
       if (isGitDirectoryName(entry.name)) continue;
-      const ignored = item.trackedOnly || (options.gitignore && ignoredBy(rules, path, entry.type === 'directory'));
+      const ignored = item.trackedOnly || (options.gitignore && ignoredByRules(rules, path, entry.type === 'directory'));
       if (entry.type === 'directory') {
         if (!ignored) queue.push({ path, rules, trackedOnly: false });
         else if (trackedDirectories.has(path)) queue.push({ path, rules, trackedOnly: true });

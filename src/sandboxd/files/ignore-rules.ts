@@ -18,7 +18,7 @@ const maxIgnoreFileBytes = 256 * 1024;
 export type IgnoreReason = 'default' | 'ignore_file';
 
 /** The rules of one directory: its ignore files, matched against paths relative to it. */
-interface DirectoryRules {
+export interface DirectoryRules {
   /** Workspace-relative directory ('' for the workspace root). */
   base: string;
   matcher: Ignore;
@@ -55,6 +55,11 @@ export type RuleStack = readonly DirectoryRules[];
 /** Why the entry at workspace-relative `path` is ignored, or undefined when it is not. */
 export function ignoredBecause(rules: RuleStack, path: string, name: string, isDirectory: boolean): IgnoreReason | undefined {
   if (alwaysSkipped.includes(name)) return 'default';
+  return ignoredByRules(rules, path, isDirectory) ? 'ignore_file' : undefined;
+}
+
+/** Whether the rules ignore the workspace-relative `path`: each directory's rules apply below it, a later match wins. */
+export function ignoredByRules(rules: RuleStack, path: string, isDirectory: boolean): boolean {
   let ignored = false;
   for (const { base, matcher } of rules) {
     const relative = base === '' ? path : path.startsWith(`${base}/`) ? path.slice(base.length + 1) : undefined;
@@ -63,5 +68,5 @@ export function ignoredBecause(rules: RuleStack, path: string, name: string, isD
     if (result.ignored) ignored = true;
     else if (result.unignored) ignored = false;
   }
-  return ignored ? 'ignore_file' : undefined;
+  return ignored;
 }
