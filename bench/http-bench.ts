@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { startApp } from '../src/cli/serve.ts';
+import { startApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import type { LoadOptions, LoadReport } from './http-load.ts';
 import { summarize, type Result } from './stats.ts';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { assertListenAllowed } from '../cli/serve.ts';
+import { assertListenAllowed } from '../app.ts';
 import { loadConfig } from '../config.ts';
 import { JobService } from '../jobs/job-service.ts';
 import { JobStore } from '../jobs/job-store.ts';

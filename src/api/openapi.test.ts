@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import openapiTS, { astToString, COMMENT_HEADER } from 'openapi-typescript';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { openApiDocument } from '../cli/serve.ts';
+import { openApiDocument } from '../app.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 let document: Record<string, unknown>;

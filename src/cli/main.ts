@@ -403,7 +403,7 @@ program
   .command('openapi')
   .description('print the OpenAPI document')
   .action(async () => {
-    const { openApiDocument } = await import('./serve.ts');
+    const { openApiDocument } = await import('../app.ts');
     console.log(JSON.stringify(await openApiDocument(), null, 2));
   });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import yauzl from 'yauzl';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { startApp, type App } from '../../src/cli/serve.ts';
+import { startApp, type App } from '../../src/app.ts';
 
 export const trajectoriesDir = join(import.meta.dirname, '../fixtures/trajectories');
 

@@ -5,7 +5,7 @@
 // 127.0.0.1 itself.
 import dns from 'node:dns';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import type { App } from '../../src/cli/serve.ts';
+import type { App } from '../../src/app.ts';
 
 const systemLookup = dns.lookup;
 if (!(systemLookup as { workcellLocalhost?: boolean }).workcellLocalhost) {

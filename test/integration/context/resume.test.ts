@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App } from '../../../src/cli/serve.ts';
+import type { App } from '../../../src/app.ts';
 import { collectEvents, downloadZip, type StreamedEvent } from '../../helpers/app.ts';
 import { longJobPolicy, longJobTask } from '../../helpers/long-job.ts';
 import { startOpenAICompatibleServer, type OpenAICompatibleServer } from '../../helpers/openai-compatible-server.ts';

@@ -1,0 +1,160 @@
+// The application, wired in one place: the job store, the API, the worker (scheduler, job runner, watchdog), lifecycle
+// hooks and retention, from one Config. `workcell serve` starts it (cli/serve.ts); tests and benchmarks start it too.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildServer } from './api/server.ts';
+import { isLoopbackName } from './api/origins.ts';
+import { loadConfig, type Config } from './config.ts';
+import { createLogger } from './util/logger.ts';
+import { JobService } from './jobs/job-service.ts';
+import { JobStore } from './jobs/job-store.ts';
+import { workspaceDiskCheck } from './jobs/workspace-disk.ts';
+import { createJobRunner } from './jobs/run-job.ts';
+import { Scheduler } from './jobs/scheduler.ts';
+import { Watchdog } from './jobs/watchdog.ts';
+import { RetentionSweeper } from './jobs/retention.ts';
+import { CallbackPolicy } from './jobs/webhooks/callback-url.ts';
+import { WebhookOutbox } from './jobs/webhooks/outbox.ts';
+import { WebhookSender } from './jobs/webhooks/webhook-sender.ts';
+import { createRuntimes } from './runtimes/index.ts';
+import { resolveModel } from './agent/models/resolve-model.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export interface App {
+  config: Config;
+  server: FastifyInstance;
+  jobs: JobService;
+  scheduler: Scheduler;
+  /** The API's base URL once listening. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Without API keys the server is for local use and must not be reachable from other machines. On another address
+ * it must also know the names clients reach it by (WORKCELL_PUBLIC_URL or WORKCELL_ALLOWED_HOSTS): it answers no
+ * other Host (origins.ts), and without those it would refuse every request from elsewhere.
+ */
+export function assertListenAllowed(config: Pick<Config, 'host' | 'publicUrl' | 'allowedHosts'>, hasApiKeys: boolean): void {
+  if (isLoopbackName(config.host)) return;
+  if (!hasApiKeys) {
+    throw new Error(`refusing to listen on ${config.host}: without API keys the server only listens on loopback (127.0.0.1 or ::1); create one first with \`workcell keys create --name <who>\``);
+  }
+  if (config.publicUrl === undefined && config.allowedHosts.length === 0) {
+    throw new Error(`refusing to listen on ${config.host} without knowing the names clients use: set WORKCELL_PUBLIC_URL (e.g. https://workcell.example.com) or WORKCELL_ALLOWED_HOSTS; requests for any other Host are refused`);
+  }
+}
+
+/** Builds and starts everything; `listen: false` builds the API without opening a port (tests use inject()). */
+export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
+  // Every job's workspace is held to its disk_mb (a secure default): a host that cannot do it is refused here, with
+  // what to do, rather than failing each job at its start (a container without loop devices looks like that).
+  const disk = await workspaceDiskCheck(config, config.dataDir);
+  if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
+  logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
+  const store = new JobStore(config.dataDir);
+  try {
+    assertListenAllowed(config, store.hasApiKeys());
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
+  const jobs = new JobService({ config, store, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const runtimes = createRuntimes(config, logger);
+  const scheduler = new Scheduler({
+    store,
+    workerId,
+    concurrency: config.concurrency,
+    leaseMs: config.leaseMs,
+    logger: logger.child({ workerId }),
+    run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
+    onExpired: (job) => jobs.recoverExpired(job),
+  });
+  jobs.attachScheduler(scheduler);
+  const watchdog = new Watchdog({
+    getJob: (jobId) => store.get(jobId),
+    runningJobIds: () => scheduler.runningJobIds,
+    stopJob: (jobId, reason) => scheduler.stopJob(jobId, reason),
+    liveSandboxes: () => jobs.liveSandboxes(),
+    forgetSandbox: (jobId) => jobs.setLiveSandbox(jobId, undefined),
+    runtimes: [...runtimes.values()],
+    defaultIdleTimeS: config.idleTimeS,
+    logger: logger.child({ workerId, component: 'watchdog' }),
+  });
+  // What sandboxes of servers that died left behind goes before this server starts its own.
+  await watchdog.reapOrphans();
+  const server = await buildServer({ config, jobs, logger });
+  let url = '';
+  if (options.listen ?? true) {
+    url = await server.listen({ host: config.host, port: config.port });
+  } else {
+    await server.ready();
+  }
+  // Lifecycle hooks: the store's triggers fill the outbox in the transaction of each status change; this sends it.
+  const webhooks = new WebhookSender({
+    outbox: new WebhookOutbox(store.database),
+    policy: callbackPolicy,
+    serverUrl: config.callbackUrl,
+    secret: config.callbackSecret,
+    maxAttempts: config.callbackMaxAttempts,
+    retryBaseMs: config.callbackRetryBaseMs,
+    timeoutMs: config.callbackTimeoutMs,
+    baseUrl: () => (config.publicUrl ?? url).replace(/\/$/, ''),
+    workerId,
+    logger: logger.child({ component: 'webhooks' }),
+  });
+  const retention =
+    config.retentionDays === undefined
+      ? undefined
+      : new RetentionSweeper({
+          retentionDays: config.retentionDays,
+          finishedBefore: (cutoff, limit) => store.finishedBefore(cutoff, limit),
+          deleteJob: (job) => jobs.deleteFinished(job),
+          logger: logger.child({ component: 'retention' }),
+        });
+  scheduler.start();
+  watchdog.start();
+  webhooks.start();
+  retention?.start();
+  return {
+    config,
+    server,
+    jobs,
+    scheduler,
+    url,
+    async close() {
+      // Workers first (running jobs are put back for another server to resume), then the API, whose open event
+      // streams are cut (forceCloseConnections) rather than waited for.
+      watchdog.stop();
+      await retention?.stop();
+      await scheduler.stop();
+      await server.close();
+      await webhooks.stop();
+      callbackPolicy.close();
+      store.close();
+    },
+  };
+}
+
+/** The OpenAPI document, generated from the route schemas without starting anything. */
+export async function openApiDocument(): Promise<unknown> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'workcell-openapi-'));
+  const config = loadConfig({}, { dataDir });
+  const logger = createLogger('silent');
+  const store = new JobStore(dataDir);
+  try {
+    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    await server.ready();
+    const document = server.swagger();
+    await server.close();
+    return document;
+  } finally {
+    store.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
