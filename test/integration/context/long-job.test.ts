@@ -61,7 +61,7 @@ describe('a 210-step job under a 16k window, in a real sandbox', () => {
 });
 
 describe('follow-up messages', () => {
-  it('reach the running agent verbatim at its next step; a finished job answers 409', async () => {
+  it('reach the running agent verbatim at its next step; to a finished job, a message continues it', async () => {
     const instruction = 'Also write done.txt containing the word ACK-42.';
     let sawInstruction = false;
     llm = await startOpenAICompatibleServer((request): Reply => {
@@ -92,10 +92,13 @@ describe('follow-up messages', () => {
     expect(message?.data.text).toBe(instruction);
     expect(message?.id).toBe(posted?.body.event_id);
     expect((await downloadZip(app, body.job_id)).get('done.txt')?.content).toBe('ACK-42\n');
-    // Text bodies work too, and a job that has ended refuses.
-    const late = await fetch(`${app.url}/jobs/${body.job_id}/messages`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'too late' });
-    expect(late.status).toBe(409);
+    // Text bodies work too; a blank one is refused; to a job that has ended, a message continues it in a new run.
     expect((await post(app, `/jobs/${body.job_id}/messages`, { text: '  ' })).status).toBe(400);
+    const late = await fetch(`${app.url}/jobs/${body.job_id}/messages`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'one more thing' });
+    expect(late.status).toBe(202);
+    expect(await late.json()).toMatchObject({ job_id: body.job_id, run: 2, reopened: true });
+    await collectEvents(app, body.job_id, { lastEventId: events.at(-1)!.id });
+    expect((await get<{ status: string; run: number }>(app, `/jobs/${body.job_id}`))).toMatchObject({ status: 'complete', run: 2 });
   }, 120_000);
 });
 
