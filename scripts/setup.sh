@@ -42,6 +42,9 @@ packages+=(qemu-system-x86 busybox-static e2fsprogs)
 if apt-cache show runsc >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-cache show runsc >/dev/null 2>&1; }; then
   packages+=(runsc)
 fi
+# Debian 13 ships the docker CLI apart from the daemon, as docker-cli (the lists are fresh after the check above);
+# Debian 12's docker.io has both.
+if ! command -v docker >/dev/null && apt-cache show docker-cli >/dev/null 2>&1; then packages+=(docker-cli); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
