@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { findExecutable, runCommand } from '../../src/runtimes/probe.ts';
 
-const readyTimeoutMs = 30_000;
+// dockerd's start includes cleaning up what a killed daemon left behind (stale containers, network endpoints), which
+// took over 30 s once on a busy machine; it is given long, and a dockerd that exits is reported at once.
+const readyTimeoutMs = 180_000;
 const stopTimeoutMs = 15_000;
 
 export interface DockerDaemon {
