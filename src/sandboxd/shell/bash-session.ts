@@ -464,7 +464,10 @@ export class BashSession {
       const boot = this.#boot;
       if (boot === undefined) return;
       const output = boot.output === undefined ? chunk : Buffer.concat([boot.output, chunk]);
-      if (output.includes(boot.marker)) {
+      const at = output.indexOf(boot.marker);
+      // Ready at the end of the marker's line: a newline arriving in a later chunk would otherwise be taken for
+      // output between calls, and start the first call's output with an empty line.
+      if (at !== -1 && output.indexOf(0x0a, at + boot.marker.length) !== -1) {
         this.#boot = undefined;
         live.ready = true;
         boot.seen();
