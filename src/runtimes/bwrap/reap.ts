@@ -120,10 +120,12 @@ export async function reapBwrapOrphans(options: {
   const labelled = await labelledProcesses();
   const alive = new Set(labelled.filter((each) => each.namespace === own.pid).map((each) => each.sandboxId));
 
-  // bwrap sandbox trees whose outer bwrap is gone: kill their namespaces.
-  const orphanNamespaces = new Set(labelled.filter((each) => !alive.has(each.sandboxId) && isBwrapSandboxInit(each, own)).map((each) => each.namespace!));
-  for (const namespace of orphanNamespaces) {
-    for (const member of await namespaceMembers(namespace)) {
+  // bwrap sandbox trees whose outer bwrap is gone: kill their namespaces, the init last (its death takes the rest
+  // of the namespace with it, and they would be gone before this could count them).
+  const orphanInits = new Map(labelled.filter((each) => !alive.has(each.sandboxId) && isBwrapSandboxInit(each, own)).map((each) => [each.namespace!, each.pid]));
+  for (const [namespace, init] of orphanInits) {
+    const members = await namespaceMembers(namespace);
+    for (const member of [...members.filter((each) => each.pid !== init), ...members.filter((each) => each.pid === init)]) {
       if (member.uid !== options.sandboxUid) continue;
       try {
         process.kill(member.pid, 'SIGKILL');
