@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllowList } from '../../../src/runtimes/network/allow-list.ts';
 import type { ConnectionRecord } from '../../../src/runtimes/network/egress-proxy.ts';
-import { createSandboxFixture, type SandboxFixture } from '../../helpers/sandbox.ts';
+import { createSandboxFixture, waitUntil, type SandboxFixture } from '../../helpers/sandbox.ts';
 
 let echo: Server;
 let echoPort = 0;
@@ -66,13 +66,19 @@ afterAll(async () => {
 
 const sh = (command: string) => fixture!.sh(command);
 
+/** The audit record of a connection: reported when the proxy has closed it, which may be after the command returned. */
+async function recordOf(predicate: (record: ConnectionRecord) => boolean, what: string): Promise<ConnectionRecord> {
+  await waitUntil(async () => records.some(predicate), 60_000, what);
+  return records.findLast(predicate)!;
+}
+
 describe('egress through the proxy (bwrap)', () => {
   it('tunnels bytes both ways with CONNECT to an allowed host:port', async () => {
     step = 4;
     const result = await sh(tunnel(`127.0.0.1:${echoPort}`, 'ping-through-the-tunnel'));
     expect(result.output).toContain('STATUS HTTP/1.1 200 Connection Established');
     expect(result.output).toContain('ECHO ping-through-the-tunnel');
-    const record = records.findLast((each) => each.method === 'CONNECT' && each.port === echoPort);
+    const record = await recordOf((each) => each.method === 'CONNECT' && each.port === echoPort, 'the tunnel\'s audit record');
     expect(record).toMatchObject({ host: '127.0.0.1', ip: '127.0.0.1', allowed: true, step: 4, bytes_in: 23, bytes_out: 23 });
   });
 
@@ -89,8 +95,8 @@ describe('egress through the proxy (bwrap)', () => {
     const exact = await sh(tunnel(`localhost:${echoPort}`, 'by-name'));
     expect(exact.output).toContain('STATUS HTTP/1.1 200');
     expect(exact.output).toContain('ECHO by-name');
-    expect(records.find((each) => each.host === 'localhost' && each.port === 443)).toMatchObject({ allowed: false });
-    expect(records.find((each) => each.host === 'localhost' && each.port === echoPort)).toMatchObject({ allowed: true, ip: '127.0.0.1' });
+    expect(await recordOf((each) => each.host === 'localhost' && each.port === 443, 'the refusal\'s audit record')).toMatchObject({ allowed: false });
+    expect(await recordOf((each) => each.host === 'localhost' && each.port === echoPort, 'the tunnel\'s audit record')).toMatchObject({ allowed: true, ip: '127.0.0.1' });
   });
 
   it('answers 502 for an allowed destination with nothing listening', async () => {
@@ -150,11 +156,7 @@ describe('destroying a sandbox with egress', () => {
     try {
       // A tunnel left open in the background when the sandbox goes.
       await sandboxFixture.sh(`cat > /tmp/t.py <<'EOF'\n${tunnelScript(`127.0.0.1:${echoPort}`, 'x', 'import sys, time; sys.stdout.flush(); time.sleep(600)')}EOF\nnohup python3 -u /tmp/t.py > /tmp/t.log 2>&1 &`);
-      const deadline = Date.now() + 10_000;
-      while (!(await sandboxFixture.sh('cat /tmp/t.log')).output.includes('ECHO x')) {
-        if (Date.now() > deadline) throw new Error('the tunnel did not open');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await waitUntil(async () => (await sandboxFixture.sh('cat /tmp/t.log')).output.includes('ECHO x'), 60_000, 'the tunnel to open');
     } finally {
       await sandboxFixture.dispose();
     }
