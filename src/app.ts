@@ -7,14 +7,14 @@ import { isLoopbackName } from './api/origins.ts';
 import { loadConfig, type Config } from './config.ts';
 import { createLogger } from './util/logger.ts';
 import { JobService } from './jobs/job-service.ts';
-import { JobStore } from './jobs/job-store.ts';
+import { openStore } from './store/index.ts';
+import type { Store } from './store/types.ts';
 import { workspaceDiskCheck } from './jobs/workspace-disk.ts';
 import { createJobRunner } from './jobs/run-job.ts';
 import { Scheduler } from './jobs/scheduler.ts';
 import { Watchdog } from './jobs/watchdog.ts';
 import { RetentionSweeper } from './jobs/retention.ts';
 import { CallbackPolicy } from './jobs/webhooks/callback-url.ts';
-import { WebhookOutbox } from './jobs/webhooks/outbox.ts';
 import { WebhookSender } from './jobs/webhooks/webhook-sender.ts';
 import { createRuntimes } from './runtimes/index.ts';
 import { resolveModel } from './agent/models/resolve-model.ts';
@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 
 export interface App {
   config: Config;
+  store: Store;
   server: FastifyInstance;
   jobs: JobService;
   scheduler: Scheduler;
@@ -55,19 +56,19 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   const disk = await workspaceDiskCheck(config, config.dataDir);
   if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
   logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
-  const store = new JobStore(config.dataDir);
+  const store = openStore(config);
   try {
-    assertListenAllowed(config, store.hasApiKeys());
+    assertListenAllowed(config, await store.keys.hasKeys());
   } catch (error) {
-    store.close();
+    await store.close();
     throw error;
   }
   const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
-  const jobs = new JobService({ config, store, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
+  const jobs = new JobService({ config, store: store.jobs, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);
   const scheduler = new Scheduler({
-    store,
+    store: store.jobs,
     workerId,
     concurrency: config.concurrency,
     leaseMs: config.leaseMs,
@@ -77,7 +78,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   });
   jobs.attachScheduler(scheduler);
   const watchdog = new Watchdog({
-    getJob: (jobId) => store.get(jobId),
+    getJob: (jobId) => store.jobs.get(jobId),
     runningJobIds: () => scheduler.runningJobIds,
     stopJob: (jobId, reason) => scheduler.stopJob(jobId, reason),
     liveSandboxes: () => jobs.liveSandboxes(),
@@ -88,7 +89,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   });
   // What sandboxes of servers that died left behind goes before this server starts its own.
   await watchdog.reapOrphans();
-  const server = await buildServer({ config, jobs, logger });
+  const server = await buildServer({ config, jobs, keys: store.keys, logger });
   let url = '';
   if (options.listen ?? true) {
     url = await server.listen({ host: config.host, port: config.port });
@@ -97,7 +98,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   }
   // Lifecycle hooks: the store's triggers fill the outbox in the transaction of each status change; this sends it.
   const webhooks = new WebhookSender({
-    outbox: new WebhookOutbox(store.database),
+    outbox: store.outbox,
     policy: callbackPolicy,
     serverUrl: config.callbackUrl,
     secret: config.callbackSecret,
@@ -113,7 +114,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
       ? undefined
       : new RetentionSweeper({
           retentionDays: config.retentionDays,
-          finishedBefore: (cutoff, limit) => store.finishedBefore(cutoff, limit),
+          finishedBefore: (cutoff, limit) => store.jobs.finishedBefore(cutoff, limit),
           deleteJob: (job) => jobs.deleteFinished(job),
           logger: logger.child({ component: 'retention' }),
         });
@@ -123,6 +124,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   retention?.start();
   return {
     config,
+    store,
     server,
     jobs,
     scheduler,
@@ -136,7 +138,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
       await server.close();
       await webhooks.stop();
       callbackPolicy.close();
-      store.close();
+      await store.close();
     },
   };
 }
@@ -146,15 +148,15 @@ export async function openApiDocument(): Promise<unknown> {
   const dataDir = await mkdtemp(join(tmpdir(), 'workcell-openapi-'));
   const config = loadConfig({}, { dataDir });
   const logger = createLogger('silent');
-  const store = new JobStore(dataDir);
+  const store = openStore(config);
   try {
-    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    const server = await buildServer({ config, jobs: new JobService({ config, store: store.jobs, logger }), keys: store.keys, logger });
     await server.ready();
     const document = server.swagger();
     await server.close();
     return document;
   } finally {
-    store.close();
+    await store.close();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

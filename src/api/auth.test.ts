@@ -9,23 +9,24 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { assertListenAllowed } from '../app.ts';
 import { loadConfig } from '../config.ts';
 import { JobService } from '../jobs/job-service.ts';
-import { JobStore } from '../jobs/job-store.ts';
+import { openSqliteStore } from '../store/sqlite/index.ts';
+import type { Store } from '../store/types.ts';
 import { buildServer } from './server.ts';
 
 let dir: string;
-let store: JobStore;
+let store: Store;
 let app: FastifyInstance;
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'workcell-auth-'));
   const config = loadConfig({}, { dataDir: dir });
   const logger = pino({ level: 'silent' });
-  store = new JobStore(dir);
-  app = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+  store = openSqliteStore(dir);
+  app = await buildServer({ config, jobs: new JobService({ config, store: store.jobs, logger }), keys: store.keys, logger });
 });
 afterEach(async () => {
   await app.close();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -42,7 +43,7 @@ describe('local mode (no keys)', () => {
 
 describe('with API keys', () => {
   it('needs a valid, unrevoked key on every route but /healthz', async () => {
-    const { id, token } = store.createApiKey('alice');
+    const { id, token } = await store.keys.create('alice');
     expect((await app.inject('/healthz')).statusCode).toBe(200);
     for (const headers of [{}, as('nope'), as(`${token}x`), as(token.replace(/.$/, token.endsWith('A') ? 'B' : 'A')), { authorization: `Basic ${token}` }]) {
       const response = await app.inject({ url: '/jobs', headers });
@@ -56,13 +57,13 @@ describe('with API keys', () => {
     // The key travels only in the Authorization header: never in a cookie or a URL.
     expect((await app.inject({ url: '/jobs', headers: { cookie: `other=1; workcell_token=${token}; workcell_session=${token}` } })).statusCode).toBe(401);
     expect((await app.inject({ url: `/jobs?access_token=${token}` })).statusCode).toBe(401);
-    expect(store.revokeApiKey(id)).toBe(true);
+    expect(await store.keys.revoke(id)).toBe(true);
     expect((await app.inject({ url: '/jobs', headers: as(token) })).statusCode).toBe(401);
   });
 
   it('lets a key see only its own jobs; other jobs are not found', async () => {
-    const alice = store.createApiKey('alice').token;
-    const bob = store.createApiKey('bob').token;
+    const alice = (await store.keys.create('alice')).token;
+    const bob = (await store.keys.create('bob')).token;
     const { job_id } = (await schedule(alice)).json<{ job_id: string }>();
     for (const url of [`/status/${job_id}`, `/jobs/${job_id}`, `/jobs/${job_id}/events`, `/jobs/${job_id}/artifacts.zip`]) {
       expect((await app.inject({ url, headers: as(bob) })).statusCode).toBe(404);
@@ -75,8 +76,8 @@ describe('with API keys', () => {
   });
 
   it('scopes idempotency keys to the API key', async () => {
-    const alice = store.createApiKey('alice').token;
-    const bob = store.createApiKey('bob').token;
+    const alice = (await store.keys.create('alice')).token;
+    const bob = (await store.keys.create('bob')).token;
     const a = (await schedule(alice, 'a', { 'idempotency-key': 'same' })).json<{ job_id: string }>();
     const b = await schedule(bob, 'b', { 'idempotency-key': 'same' });
     expect(b.statusCode).toBe(202);
@@ -84,7 +85,7 @@ describe('with API keys', () => {
   });
 
   it('stores only a hash of the secret', async () => {
-    const { token } = store.createApiKey('alice');
+    const { token } = await store.keys.create('alice');
     const secret = token.split('_').slice(3).join('_');
     const raw = (await import('node:fs')).readFileSync(join(dir, 'workcell.db'));
     expect(raw.includes(Buffer.from(secret))).toBe(false);
@@ -93,7 +94,7 @@ describe('with API keys', () => {
 
 describe('listening', () => {
   const named = (host: string) => ({ host, publicUrl: undefined, allowedHosts: [] });
-  it('refuses non-loopback addresses without keys, and with keys until it knows the names clients use', () => {
+  it('refuses non-loopback addresses without keys, and with keys until it knows the names clients use', async () => {
     for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) expect(() => assertListenAllowed(named(host), false)).not.toThrow();
     for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(() => assertListenAllowed(named(host), false)).toThrow(/keys create/);
     expect(() => assertListenAllowed(named('0.0.0.0'), true)).toThrow(/WORKCELL_PUBLIC_URL/);

@@ -2,11 +2,11 @@
 // and asks for nothing. Once a key exists, every route but /healthz needs one, and a key sees only the jobs it
 // created. An API key travels only in `Authorization: Bearer <key>`, never in a URL or a cookie. Browsers get the
 // narrower credentials of browser-tokens.ts: a session cookie on a job's own host (its desktop and Jupyter pages),
-// and one-time links. Keys are stored hashed (job-store.ts). Nothing here may throw on any header value.
+// and one-time links. Keys are stored hashed (store/api-keys.ts). Nothing here may throw on any header value.
 import { parseCookie } from 'cookie';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { JobStore } from '../jobs/job-store.ts';
+import type { KeyStore } from '../store/types.ts';
 import { linkParameter, type BrowserTokens } from './browser-tokens.ts';
 import type { HostClass, HostPolicy } from './origins.ts';
 import { problem, sendProblem } from './problem.ts';
@@ -42,41 +42,42 @@ export function requestCookies(headers: IncomingHttpHeaders): Record<string, str
 }
 
 export class Authenticator {
-  readonly #store: JobStore;
+  readonly #keys: KeyStore;
   readonly tokens: BrowserTokens;
   readonly hosts: HostPolicy;
 
-  constructor(store: JobStore, tokens: BrowserTokens, hosts: HostPolicy) {
-    this.#store = store;
+  constructor(keys: KeyStore, tokens: BrowserTokens, hosts: HostPolicy) {
+    this.#keys = keys;
     this.tokens = tokens;
     this.hosts = hosts;
   }
 
-  get keyless(): boolean {
-    return !this.#store.hasApiKeys();
+  /** Whether the server runs without keys (local mode). */
+  async keyless(): Promise<boolean> {
+    return !(await this.#keys.hasKeys());
   }
 
-  isKeyLive(id: string): boolean {
-    return this.#store.isApiKeyLive(id);
+  isKeyLive(id: string): Promise<boolean> {
+    return this.#keys.isLive(id);
   }
 
   /**
    * The caller of a request that reached `hostClass`: an API key in the Authorization header anywhere, or on a job's
    * host the session cookie of that job.
    */
-  authenticate(headers: IncomingHttpHeaders, hostClass: HostClass): AuthResult {
-    if (this.keyless) return { ok: true, owner: undefined };
+  async authenticate(headers: IncomingHttpHeaders, hostClass: HostClass): Promise<AuthResult> {
+    if (await this.keyless()) return { ok: true, owner: undefined };
     const header = headers.authorization;
     if (typeof header === 'string') {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-      const owner = match === null ? undefined : this.#store.verifyApiKey(match[1]!);
+      const owner = match === null ? undefined : await this.#keys.verify(match[1]!);
       if (owner === undefined) return { ok: false, status: 401, reason: 'the API key is not valid (unknown, malformed or revoked); send Authorization: Bearer <key>' };
       return { ok: true, owner };
     }
     if (hostClass.kind === 'sandbox') {
       const session = requestCookies(headers)[sessionCookie];
       const claims = session === undefined ? undefined : this.tokens.verify(session, 'session');
-      if (claims !== undefined && claims.job === hostClass.jobId && claims.owner !== null && this.#store.isApiKeyLive(claims.owner)) return { ok: true, owner: claims.owner };
+      if (claims !== undefined && claims.job === hostClass.jobId && claims.owner !== null && (await this.#keys.isLive(claims.owner))) return { ok: true, owner: claims.owner };
       return { ok: false, status: 401, reason: "this page needs a link from the job's owner: POST /jobs/<id>/links (or `workcell open <id> desktop`) makes one; links open once, within two minutes" };
     }
     return { ok: false, status: 401, reason: 'this server needs an API key: send Authorization: Bearer <key> (workcell keys create makes one; the CLI reads WORKCELL_API_KEY)' };
@@ -101,7 +102,7 @@ export function registerAuth(app: FastifyInstance, auth: Authenticator): void {
     if (hosts !== 'both' && hosts !== hostClass.kind) return sendProblem(reply, problem(404, 'not_found', `no route ${request.method} ${instance} on this host`));
     // A link (?token=) is traded for a session by the route itself, before there is a session to check.
     if (hostClass.kind === 'sandbox' && new URLSearchParams(request.url.slice(path.length + 1)).has(linkParameter)) return;
-    const result = auth.authenticate(request.headers, hostClass);
+    const result = await auth.authenticate(request.headers, hostClass);
     if (!result.ok) {
       reply.header('www-authenticate', 'Bearer realm="workcell"');
       return sendProblem(reply, problem(result.status, result.status === 401 ? 'unauthorized' : 'forbidden', result.reason, { instance }));

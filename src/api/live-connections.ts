@@ -3,12 +3,13 @@
 // revoke`, which may run in another process, so the store is polled), its connections are closed within a second.
 
 export class LiveConnections {
-  readonly #isLive: (owner: string) => boolean;
+  readonly #isLive: (owner: string) => Promise<boolean>;
+  #checking = false;
   readonly #intervalMs: number;
   readonly #byOwner = new Map<string, Set<() => void>>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(isLive: (owner: string) => boolean, intervalMs = 1000) {
+  constructor(isLive: (owner: string) => Promise<boolean>, intervalMs = 1000) {
     this.#isLive = isLive;
     this.#intervalMs = intervalMs;
   }
@@ -19,7 +20,7 @@ export class LiveConnections {
     let set = this.#byOwner.get(owner);
     if (set === undefined) this.#byOwner.set(owner, (set = new Set()));
     set.add(close);
-    this.#timer ??= setInterval(() => this.check(), this.#intervalMs).unref();
+    this.#timer ??= setInterval(() => void this.check(), this.#intervalMs).unref();
     return () => {
       set.delete(close);
       if (set.size === 0 && this.#byOwner.get(owner) === set) this.#byOwner.delete(owner);
@@ -27,12 +28,18 @@ export class LiveConnections {
     };
   }
 
-  /** Closes every connection whose key is no longer live. */
-  check(): void {
-    for (const [owner, set] of this.#byOwner) {
-      if (this.#isLive(owner)) continue;
-      this.#byOwner.delete(owner);
-      for (const close of set) close();
+  /** Closes every connection whose key is no longer live (a key the store cannot answer for is checked next round). */
+  async check(): Promise<void> {
+    if (this.#checking) return;
+    this.#checking = true;
+    try {
+      for (const [owner, set] of [...this.#byOwner]) {
+        if (await this.#isLive(owner).catch(() => true)) continue;
+        if (this.#byOwner.get(owner) === set) this.#byOwner.delete(owner);
+        for (const close of set) close();
+      }
+    } finally {
+      this.#checking = false;
     }
     if (this.#byOwner.size === 0) this.#stopTimer();
   }

@@ -6,7 +6,7 @@ import { errorMessage } from '../errors.ts';
 import { parseAllowPattern } from '../runtimes/network/allow-list.ts';
 import { hostFileLimits } from '../jobs/job-limits.ts';
 import { eventTypes } from '../jobs/event-log.ts';
-import { jobStatuses } from '../jobs/job-store.ts';
+import { jobStatuses } from '../store/types.ts';
 import { browserServices } from './browser-tokens.ts';
 
 export const runtimeRequest = z.enum(['auto', ...runtimeNames]).describe('Sandbox runtime: `auto` picks the strongest this host supports');

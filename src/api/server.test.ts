@@ -7,11 +7,12 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.ts';
 import { JobService } from '../jobs/job-service.ts';
-import { JobStore } from '../jobs/job-store.ts';
+import { openSqliteStore } from '../store/sqlite/index.ts';
+import type { Store } from '../store/types.ts';
 import { buildServer } from './server.ts';
 
 let dir: string;
-let store: JobStore;
+let store: Store;
 let jobs: JobService;
 let app: FastifyInstance;
 
@@ -19,13 +20,13 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'workcell-api-'));
   const config = loadConfig({}, { dataDir: dir, maxBodyBytes: 1 << 20 });
   const logger = pino({ level: 'silent' });
-  store = new JobStore(dir);
-  jobs = new JobService({ config, store, logger });
-  app = await buildServer({ config, jobs, logger });
+  store = openSqliteStore(dir);
+  jobs = new JobService({ config, store: store.jobs, logger });
+  app = await buildServer({ config, jobs, keys: store.keys, logger });
 });
 afterEach(async () => {
   await app.close();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -69,7 +70,7 @@ describe('POST /schedule', () => {
     expect(first.statusCode).toBe(202);
     expect(second.statusCode).toBe(200);
     expect(second.json()).toEqual(first.json());
-    expect(store.list({ limit: 10 }).jobs).toHaveLength(1);
+    expect((await store.jobs.list({ limit: 10 })).jobs).toHaveLength(1);
   });
 
   it.each([
@@ -79,7 +80,7 @@ describe('POST /schedule', () => {
     ['a blank JSON task', { task: '  ' }],
   ])('refuses %s', async (_name, payload) => {
     expectProblem(await schedule(payload), 400, /empty/);
-    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+    expect((await store.jobs.list({ limit: 10 })).jobs).toHaveLength(0);
   });
 
   it('refuses a missing task, unknown fields, a bad runtime, a bad model and bad limits with the field named', async () => {
@@ -90,7 +91,7 @@ describe('POST /schedule', () => {
     expectProblem(await schedule({ task: 'x', limits: { max_steps: -1 } }), 400, /max_steps/);
     expectProblem(await schedule({ task: 'x', limits: { wall_time_s: 'soon' } }), 400, /wall_time_s/);
     expectProblem(await schedule([1, 2]), 400, /./);
-    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+    expect((await store.jobs.list({ limit: 10 })).jobs).toHaveLength(0);
   });
 
   it('refuses malformed JSON, a wrong content type and a 10 MiB body', async () => {
@@ -103,7 +104,7 @@ describe('POST /schedule', () => {
     const hugeJson = await schedule({ task: 'x'.repeat(10 * 1024 * 1024) });
     expectProblem(hugeJson, 413, /too large/);
     expectProblem(await app.inject({ method: 'POST', url: '/schedule' }), 400, /empty/);
-    expect(store.list({ limit: 10 }).jobs).toHaveLength(0);
+    expect((await store.jobs.list({ limit: 10 })).jobs).toHaveLength(0);
   });
 
   it('stores hostile text verbatim and never interprets it', async () => {

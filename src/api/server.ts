@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { WorkcellError } from '../errors.ts';
 import type { JobService } from '../jobs/job-service.ts';
+import type { KeyStore } from '../store/types.ts';
 import { version } from '../version.ts';
 import { Authenticator, registerAuth } from './auth.ts';
 import { BrowserTokens } from './browser-tokens.ts';
@@ -27,6 +28,7 @@ import { healthResponse } from './schemas.ts';
 export interface ApiOptions {
   config: Config;
   jobs: JobService;
+  keys: KeyStore;
   logger: Logger;
 }
 
@@ -39,9 +41,9 @@ export interface ApiContext extends ApiOptions {
 export type ZodApp = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, ZodTypeProvider>;
 
 export async function buildServer(options: ApiOptions): Promise<FastifyInstance> {
-  const store = options.jobs.store;
-  const auth = new Authenticator(store, new BrowserTokens(store.serverSecret('browser-tokens')), new HostPolicy(options.config));
-  const context: ApiContext = { ...options, auth, connections: new LiveConnections((owner) => store.isApiKeyLive(owner)) };
+  const { keys } = options;
+  const auth = new Authenticator(keys, new BrowserTokens(await keys.serverSecret('browser-tokens')), new HostPolicy(options.config));
+  const context: ApiContext = { ...options, auth, connections: new LiveConnections((owner) => keys.isLive(owner)) };
   // Per-request lines are noise at info; the API logs warnings and errors.
   const loggerInstance: FastifyBaseLogger = context.logger.child({ component: 'api' }, { level: context.logger.isLevelEnabled('debug') ? 'debug' : 'warn' });
   const app = Fastify({

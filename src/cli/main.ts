@@ -345,9 +345,9 @@ program
   });
 
 const keys = program.command('keys').description('API keys (local administration: works on the data dir, not through the API)');
-const keyStore = async (dataDir?: string) => {
-  const [{ loadConfig }, { JobStore }] = await Promise.all([import('../config.ts'), import('../jobs/job-store.ts')]);
-  return new JobStore(loadConfig(process.env, dataDir === undefined ? {} : { dataDir }).dataDir);
+const openKeyStore = async (dataDir?: string) => {
+  const [{ loadConfig }, { openStore }] = await Promise.all([import('../config.ts'), import('../store/index.ts')]);
+  return openStore(loadConfig(process.env, dataDir === undefined ? {} : { dataDir }));
 };
 keys
   .command('create')
@@ -357,14 +357,14 @@ keys
   .addOption(jsonOption('print {id, token} as JSON'))
   .action(async (options: { name: string; dataDir?: string; json?: boolean }) => {
     if (!/^[\w .@-]{1,100}$/.test(options.name)) throw new InvalidArgumentError('--name: 1-100 letters, digits, spaces and . _ @ -');
-    const store = await keyStore(options.dataDir);
+    const store = await openKeyStore(options.dataDir);
     try {
-      const { id, token } = store.createApiKey(options.name);
+      const { id, token } = await store.keys.create(options.name);
       process.stderr.write(`created ${id}; clients send it as WORKCELL_API_KEY (it is not shown again)\n`);
       if (options.json) printJson({ id, token });
       else console.log(token);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 keys
@@ -373,13 +373,13 @@ keys
   .option('--data-dir <dir>', "the server's data dir (WORKCELL_DATA_DIR)")
   .addOption(jsonOption('print the keys as JSON'))
   .action(async (options: { dataDir?: string; json?: boolean }) => {
-    const store = await keyStore(options.dataDir);
+    const store = await openKeyStore(options.dataDir);
     try {
-      const list = store.listApiKeys();
+      const list = await store.keys.list();
       if (options.json) return printJson(list.map((key) => ({ id: key.id, name: key.name, created_at: key.created_at, revoked_at: key.revoked_at ?? null })));
       for (const key of list) console.log(`${key.id}  ${key.revoked_at ? 'revoked' : 'active '}  ${key.created_at}  ${terminalSafe(key.name)}`);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 keys
@@ -389,13 +389,13 @@ keys
   .option('--data-dir <dir>', "the server's data dir (WORKCELL_DATA_DIR)")
   .addOption(jsonOption('print {id, revoked} as JSON'))
   .action(async (id: string, options: { dataDir?: string; json?: boolean }) => {
-    const store = await keyStore(options.dataDir);
+    const store = await openKeyStore(options.dataDir);
     try {
-      if (!store.revokeApiKey(id)) throw new Error(`no active key ${JSON.stringify(id)}`);
+      if (!(await store.keys.revoke(id))) throw new Error(`no active key ${JSON.stringify(id)}`);
       if (options.json) printJson({ id, revoked: true });
       else console.log(`${id} revoked`);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 

@@ -3,6 +3,7 @@
 // `seq` is the SSE event id, so `Last-Event-ID` resumes exactly where a client left off.
 import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
+import { migrate } from '../util/sqlite.ts';
 
 export const eventTypes = [
   'job-status',
@@ -117,15 +118,4 @@ export class EventLog implements EventSink {
   close(): void {
     this.#db.close();
   }
-}
-
-/** Applies numbered migrations once each, tracked by PRAGMA user_version. */
-export function migrate(db: Database.Database, steps: readonly string[]): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > steps.length) throw new Error(`database schema version ${current} is newer than this workcell (${steps.length}): upgrade workcell`);
-  const apply = db.transaction(() => {
-    for (let version = current; version < steps.length; version++) db.exec(steps[version]!);
-    db.pragma(`user_version = ${steps.length}`);
-  });
-  apply();
 }

@@ -17,7 +17,7 @@ import { zipWorkspace, type ZipWorkspaceResult } from './artifacts.ts';
 import { workspaceChanges, writeWorkspacePatch } from './changes/workspace-changes.ts';
 import type { JobPaths } from './job-paths.ts';
 import type { JobService } from './job-service.ts';
-import { finishedStatuses } from './job-store.ts';
+import { finishedStatuses } from '../store/types.ts';
 import { readWorkspaceBaseline } from './workspace-baseline.ts';
 
 /** Names changes.patch may take in the zip (the first the workspace does not use itself). */
@@ -80,9 +80,9 @@ export function scheduleArtifactsRefresh(jobs: JobService, jobId: string, logger
       const paths = jobs.paths(jobId);
       const temporary = `${paths.outputZip}.refresh-${randomBytes(4).toString('hex')}`;
       try {
-        if (!isFinished(jobs, jobId)) return;
+        if (!(await isFinished(jobs, jobId))) return;
         await writeJobArtifacts(paths, { config: jobs.config, logger, zipPath: temporary });
-        if (isFinished(jobs, jobId)) await rename(temporary, paths.outputZip);
+        if (await isFinished(jobs, jobId)) await rename(temporary, paths.outputZip);
       } catch (error) {
         logger.error({ err: error, jobId }, `rebuilding the zip after a change to the workspace failed: ${errorMessage(error)}`);
       } finally {
@@ -93,8 +93,8 @@ export function scheduleArtifactsRefresh(jobs: JobService, jobId: string, logger
   refreshes.set(jobId, state);
 }
 
-function isFinished(jobs: JobService, jobId: string): boolean {
-  const status = jobs.store.get(jobId)?.status;
+async function isFinished(jobs: JobService, jobId: string): Promise<boolean> {
+  const status = (await jobs.store.get(jobId))?.status;
   return status !== undefined && finishedStatuses.includes(status);
 }
 

@@ -6,7 +6,7 @@
 import type { Config } from '../config.ts';
 import { invalidRequest } from '../errors.ts';
 import type { SandboxLimits } from '../runtimes/types.ts';
-import type { JobLimits } from './job-store.ts';
+import type { JobLimits } from '../store/types.ts';
 
 /** Caps on the files a sandbox can grow on the host: logs/sandbox.log, audit.jsonl, and context.db with its images. */
 export const hostFileLimits = ['sandbox_log_mb', 'audit_log_mb', 'context_mb'] as const;

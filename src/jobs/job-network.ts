@@ -6,7 +6,7 @@
 import type { Config } from '../config.ts';
 import { invalidRequest } from '../errors.ts';
 import { AllowPatternError, combineAllowLists, mergeAllowLists, nonPublicLiteral, parseAllowList, type AllowRule } from '../runtimes/network/allow-list.ts';
-import type { Job, JobNetwork } from './job-store.ts';
+import type { Job, JobNetwork } from '../store/types.ts';
 
 /** May the job's own entries open non-public addresses? `owner` is the API key that scheduled it (null: none). */
 export function jobOpensPrivate(config: Pick<Config, 'networkJobPrivate'>, owner: string | null): boolean {

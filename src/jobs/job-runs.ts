@@ -8,9 +8,9 @@
 // Reopening is sync from the first read to the last write, so in one process two messages at once reopen the job
 // once (the second is a message to the pending run); across processes the store's conditional update decides.
 import { rmSync } from 'node:fs';
-import { EventLog } from './event-log.ts';
+import type { EventLog } from './event-log.ts';
 import type { JobPaths } from './job-paths.ts';
-import { finishedStatuses, type Job, type JobStore } from './job-store.ts';
+import { finishedStatuses, type Job, type JobStore } from '../store/types.ts';
 
 export interface Reopened {
   /** The job as reopened; undefined when another process reopened it first (the message then goes to that run). */
@@ -20,25 +20,18 @@ export interface Reopened {
 }
 
 /**
- * Reopens the finished `job` with `text` as its next run's message. The events come first, then the row: a worker
- * that claims the reopened job finds its message already recorded.
+ * Reopens the finished `job` with `text` as its next run's message, appending to its open `events`. The events come
+ * first, then the row: a worker that claims the reopened job finds its message already recorded.
  */
-export function reopenJob(store: JobStore, paths: JobPaths, job: Job, text: string): Reopened {
+export async function reopenJob(store: JobStore, paths: JobPaths, events: EventLog, job: Job, text: string): Promise<Reopened> {
   if (!finishedStatuses.includes(job.status)) throw new Error(`job ${job.id} is ${job.status}, not finished`);
   const run = job.run + 1;
-  const events = new EventLog(job.id, paths.contextDb);
-  let start: number;
-  let messageSeq: number;
-  try {
-    // A run that failed before its agent started never recorded the task: the history starts with it all the same.
-    const hasTask = events.database.prepare(`SELECT 1 FROM events WHERE type = 'user-message' AND json_extract(data, '$.source') = 'task' LIMIT 1`).get() !== undefined;
-    if (!hasTask) events.append('user-message', 0, { text: job.task, source: 'task' });
-    start = events.append('job-status', job.steps, { status: 'pending', reopened: true, run, previous_status: job.status }).seq;
-    messageSeq = events.append('user-message', job.steps, { text, source: 'client', run }).seq;
-  } finally {
-    events.close();
-  }
-  const reopened = store.reopen(job.id, { message: text, messageSeq, startSeq: start });
+  // A run that failed before its agent started never recorded the task: the history starts with it all the same.
+  const hasTask = events.database.prepare(`SELECT 1 FROM events WHERE type = 'user-message' AND json_extract(data, '$.source') = 'task' LIMIT 1`).get() !== undefined;
+  if (!hasTask) events.append('user-message', 0, { text: job.task, source: 'task' });
+  const start = events.append('job-status', job.steps, { status: 'pending', reopened: true, run, previous_status: job.status }).seq;
+  const messageSeq = events.append('user-message', job.steps, { text, source: 'client', run }).seq;
+  const reopened = await store.reopen(job.id, { message: text, messageSeq, startSeq: start });
   // The ended run's zip goes: the new run zips the workspace again when it ends.
   if (reopened !== undefined) rmSync(paths.outputZip, { force: true });
   return { job: reopened, messageSeq };

@@ -14,7 +14,7 @@ import { resolveJobLimits } from './job-limits.ts';
 import { jobNetworkFromRequest } from './job-network.ts';
 import { createJobDir, jobPaths } from './job-paths.ts';
 import { attachWorkspaceDisk, mountType, releaseWorkspaceDisk } from './workspace-disk.ts';
-import { finishedStatuses, type GitInput, type Job, type JobInputs, type JobLimits, type JobStore } from './job-store.ts';
+import { finishedStatuses, type GitInput, type Job, type JobInputs, type JobLimits, type JobStore } from '../store/types.ts';
 import { JobStop, type Scheduler } from './scheduler.ts';
 import { reopenJob } from './job-runs.ts';
 import { removeJobFiles } from './retention.ts';
@@ -80,6 +80,11 @@ export class JobService {
     return this.#store;
   }
 
+  /** The job's event log. The caller closes it. */
+  openEvents(jobId: string): EventLog {
+    return new EventLog(jobId, this.paths(jobId).contextDb);
+  }
+
   get config(): Config {
     return this.#config;
   }
@@ -112,8 +117,8 @@ export class JobService {
    * Returns the job or throws not_found. With API keys, `owner` is the caller's key and another key's job is
    * "not found" too (never "forbidden": ids of other people's jobs are not confirmed).
    */
-  get(jobId: string, owner?: string): Job {
-    const job = this.#store.get(jobId);
+  async get(jobId: string, owner?: string): Promise<Job> {
+    const job = await this.#store.get(jobId);
     if (!job || (owner !== undefined && job.owner !== owner)) throw notFound(`no job with id ${JSON.stringify(jobId)}`);
     return job;
   }
@@ -124,7 +129,7 @@ export class JobService {
    */
   async schedule(input: ScheduleInput, idempotencyKey?: string, owner?: string, upload?: UploadedWorkspace): Promise<{ job: Job; created: boolean }> {
     if (idempotencyKey !== undefined) {
-      const existing = this.#store.findByIdempotencyKey(idempotencyKey, owner ?? null);
+      const existing = await this.#store.findByIdempotencyKey(idempotencyKey, owner ?? null);
       if (existing) return { job: existing, created: false };
     }
     if (input.model !== undefined) this.#validateModel(input.model);
@@ -155,13 +160,13 @@ export class JobService {
         throw error;
       }
     }
-    const events = new EventLog(id, paths.contextDb);
+    const events = this.openEvents(id);
     try {
       events.append('job-status', 0, { status: 'pending', ...(source === undefined ? {} : { from_job: source.id }) });
     } finally {
       events.close();
     }
-    const result = this.#store.create({
+    const result = await this.#store.create({
       id,
       task: input.task,
       model: input.model,
@@ -188,19 +193,25 @@ export class JobService {
    * starts with this message (job-runs.ts); of several messages at once, one reopens it and the rest join that run.
    */
   async postMessage(jobId: string, text: string, owner?: string): Promise<{ seq: number; run: number; reopened: boolean }> {
-    this.get(jobId, owner);
+    await this.get(jobId, owner);
     // A job whose end is still being recorded here (zip, final event) is reopened only after that.
     await this.#ending.get(jobId);
-    const job = this.get(jobId, owner);
+    const job = await this.get(jobId, owner);
     if (finishedStatuses.includes(job.status)) {
-      const reopened = reopenJob(this.#store, this.paths(jobId), job, text);
+      const events = this.openEvents(jobId);
+      let reopened: Awaited<ReturnType<typeof reopenJob>>;
+      try {
+        reopened = await reopenJob(this.#store, this.paths(jobId), events, job, text);
+      } finally {
+        events.close();
+      }
       if (reopened.job !== undefined) {
         this.#logger.info({ jobId, run: reopened.job.run, previousStatus: job.status }, 'job continued by a message');
         this.#scheduler?.wake();
       }
       return { seq: reopened.messageSeq, run: reopened.job?.run ?? job.run + 1, reopened: reopened.job !== undefined };
     }
-    const events = new EventLog(jobId, this.paths(jobId).contextDb);
+    const events = this.openEvents(jobId);
     try {
       return { seq: events.append('user-message', job.steps, { text, source: 'client', run: job.run }).seq, run: job.run, reopened: false };
     } finally {
@@ -213,7 +224,7 @@ export class JobService {
    * running (cancel it first); another key's job is not found. Resolves once the files are gone.
    */
   async delete(jobId: string, owner?: string): Promise<void> {
-    const job = this.get(jobId, owner);
+    const job = await this.get(jobId, owner);
     if (!finishedStatuses.includes(job.status)) throw conflict(`job ${jobId} is ${job.status}: cancel it first (POST /jobs/${jobId}/cancel), then delete it once it has ended`);
     if (!(await this.deleteFinished(job))) throw conflict(`job ${jobId} is no longer finished (a message continued it): cancel it first, then delete it once it has ended`);
   }
@@ -221,7 +232,7 @@ export class JobService {
   /** Deletes a finished job's row and files; false when it was no longer finished (DELETE, and the retention sweep). */
   async deleteFinished(job: Job): Promise<boolean> {
     await this.#ending.get(job.id);
-    if (!this.#store.deleteFinished(job.id)) return false;
+    if (!(await this.#store.deleteFinished(job.id))) return false;
     await removeJobFiles(this.paths(job.id));
     this.#logger.info({ jobId: job.id, status: job.status }, 'job deleted');
     return true;
@@ -238,14 +249,14 @@ export class JobService {
 
   /** The job a fork starts from: the caller's own (others' are not found), finished, its end fully recorded. */
   async #forkSource(jobId: string, owner: string | undefined): Promise<Job> {
-    const find = () => {
-      const job = this.#store.get(jobId);
+    const find = async () => {
+      const job = await this.#store.get(jobId);
       if (job === undefined || (owner !== undefined && job.owner !== owner)) throw invalidRequest(`from_job: no job with id ${JSON.stringify(jobId)} (a fork starts from one of your own jobs)`);
       return job;
     };
-    find();
+    await find();
     await this.#ending.get(jobId);
-    const current = find();
+    const current = await find();
     if (!finishedStatuses.includes(current.status)) {
       throw conflict(`job ${jobId} is ${current.status}: a fork starts from a finished job's final workspace; fork it once it has ended (or cancel it)`);
     }
@@ -262,7 +273,7 @@ export class JobService {
       await this.endJob(job, job.locked_by, { status: 'cancelled', error: 'cancelled by request (its worker had stopped)' });
       return;
     }
-    if (this.requeue(job, job.locked_by, 'the worker running this job stopped (lease expired)')) return;
+    if (await this.requeue(job, job.locked_by, 'the worker running this job stopped (lease expired)')) return;
     const attempts = job.attempts === 1 ? 'once' : `${job.attempts} times`;
     await this.endJob(job, job.locked_by, { status: 'error', error: `the worker running this job stopped (lease expired) ${attempts}; not resumed again (WORKCELL_MAX_ATTEMPTS is ${this.#config.maxAttempts})` });
   }
@@ -271,11 +282,11 @@ export class JobService {
    * Puts a running job held by `lockedBy` back to pending, to resume from its context store, unless it has been
    * started max_attempts times already. Returns whether it did.
    */
-  requeue(job: Job, lockedBy: string | null, why: string): boolean {
+  async requeue(job: Job, lockedBy: string | null, why: string): Promise<boolean> {
     const maxAttempts = this.#config.maxAttempts;
-    if (job.attempts >= maxAttempts || !this.#store.requeue(job.id, lockedBy)) return false;
+    if (job.attempts >= maxAttempts || !(await this.#store.requeue(job.id, lockedBy))) return false;
     this.#logger.warn({ jobId: job.id, attempts: job.attempts, maxAttempts }, `${why}: the job resumes from its context store`);
-    const events = new EventLog(job.id, this.paths(job.id).contextDb);
+    const events = this.openEvents(job.id);
     try {
       events.append('job-status', job.steps, { status: 'pending', resume: true, reason: `${why}; it resumes from its last completed step (attempt ${job.attempts + 1} of ${maxAttempts})` });
     } finally {
@@ -287,15 +298,15 @@ export class JobService {
 
   /** Cancels a job in any state but a finished one. Resolves once a pending job is fully ended. */
   async cancel(jobId: string, owner?: string): Promise<Job> {
-    const job = this.get(jobId, owner);
-    const result = this.#store.requestCancel(jobId);
-    if (result === 'already-finished') throw conflict(`job ${jobId} has already ended (${this.#store.get(jobId)?.status ?? job.status}): nothing to cancel`);
+    const job = await this.get(jobId, owner);
+    const result = await this.#store.requestCancel(jobId);
+    if (result === 'already-finished') throw conflict(`job ${jobId} has already ended (${(await this.#store.get(jobId))?.status ?? job.status}): nothing to cancel`);
     if (result === 'cancelled') {
       await this.recordEnd(jobId, { status: 'cancelled', error: 'cancelled before it started' });
     } else {
       this.#scheduler?.stopJob(jobId, new JobStop('cancel', 'cancelled by request'));
     }
-    return this.get(jobId);
+    return await this.get(jobId);
   }
 
   /**
@@ -304,7 +315,7 @@ export class JobService {
    */
   async endJob(job: Job, workerId: string | null, outcome: JobOutcome, step = job.steps): Promise<void> {
     await this.#zip(job.id);
-    if (!this.#store.finish(job.id, workerId, outcome)) return; // someone else ended it first
+    if (!(await this.#store.finish(job.id, workerId, outcome))) return; // someone else ended it first
     await this.recordEnd(job.id, outcome, step);
   }
 
@@ -317,8 +328,8 @@ export class JobService {
     try {
       await previous;
       await this.#zip(jobId);
-      const run = this.#store.get(jobId)?.run;
-      const events = new EventLog(jobId, this.paths(jobId).contextDb);
+      const run = (await this.#store.get(jobId))?.run;
+      const events = this.openEvents(jobId);
       try {
         events.append('job-status', step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), ...(run === undefined ? {} : { run }) });
       } finally {

@@ -8,29 +8,30 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.ts';
 import { JobService } from './job-service.ts';
-import { JobStore } from './job-store.ts';
+import { openSqliteStore } from '../store/sqlite/index.ts';
+import type { Store } from '../store/types.ts';
 import { RetentionSweeper } from './retention.ts';
 
 let dir: string;
-let store: JobStore;
+let store: Store;
 let jobs: JobService;
 const logger = pino({ level: 'silent' });
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'workcell-retention-'));
   const config = loadConfig({}, { dataDir: dir });
-  store = new JobStore(dir);
-  jobs = new JobService({ config, store, logger });
+  store = openSqliteStore(dir);
+  jobs = new JobService({ config, store: store.jobs, logger });
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
 async function finishedJob(endedAt: Date): Promise<string> {
   const { job } = await jobs.schedule({ task: 'x' });
-  expect(store.claim('worker', 60_000)?.id).toBe(job.id);
-  expect(store.finish(job.id, 'worker', { status: 'complete', summary: 'done' }, endedAt)).toBe(true);
+  expect((await store.jobs.claim('worker', 60_000))?.id).toBe(job.id);
+  expect(await store.jobs.finish(job.id, 'worker', { status: 'complete', summary: 'done' }, endedAt)).toBe(true);
   return job.id;
 }
 
@@ -50,15 +51,15 @@ describe('RetentionSweeper', () => {
     writeFileSync(outside, 'not the job\'s');
     symlinkSync(outside, join(workspace, 'link'));
 
-    const sweeper = new RetentionSweeper({ retentionDays: 7, finishedBefore: (cutoff, limit) => store.finishedBefore(cutoff, limit), deleteJob: (job) => jobs.deleteFinished(job), logger, now: () => now });
+    const sweeper = new RetentionSweeper({ retentionDays: 7, finishedBefore: (cutoff, limit) => store.jobs.finishedBefore(cutoff, limit), deleteJob: (job) => jobs.deleteFinished(job), logger, now: () => now });
     expect(await sweeper.sweep()).toBe(1);
-    expect(store.get(old)).toBeUndefined();
-    expect(store.runs(old)).toEqual([]);
+    expect(await store.jobs.get(old)).toBeUndefined();
+    expect(await store.jobs.runs(old)).toEqual([]);
     expect(existsSync(jobs.paths(old).root)).toBe(false);
     expect(existsSync(outside)).toBe(true);
-    expect(store.get(recent)?.status).toBe('complete');
+    expect((await store.jobs.get(recent))?.status).toBe('complete');
     expect(existsSync(jobs.paths(recent).root)).toBe(true);
-    expect(store.get(pending.id)?.status).toBe('pending');
+    expect((await store.jobs.get(pending.id))?.status).toBe('pending');
     expect(await sweeper.sweep()).toBe(0);
   });
 
@@ -67,16 +68,16 @@ describe('RetentionSweeper', () => {
     const id = await finishedJob(new Date(now - 30 * 86_400_000));
     const sweeper = new RetentionSweeper({
       retentionDays: 1,
-      finishedBefore: (cutoff, limit) => {
-        const listed = store.finishedBefore(cutoff, limit);
-        void jobs.postMessage(id, 'keep going'); // reopens it (sync up to the store's update)
+      finishedBefore: async (cutoff, limit) => {
+        const listed = await store.jobs.finishedBefore(cutoff, limit);
+        await jobs.postMessage(id, 'keep going'); // reopens it
         return listed;
       },
       deleteJob: (job) => jobs.deleteFinished(job),
       logger,
     });
     expect(await sweeper.sweep()).toBe(0);
-    expect(store.get(id)).toMatchObject({ status: 'pending', run: 2 });
+    expect(await store.jobs.get(id)).toMatchObject({ status: 'pending', run: 2 });
     expect(existsSync(jobs.paths(id).root)).toBe(true);
   });
 });

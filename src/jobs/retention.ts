@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
 import { findExecutable, runCommand } from '../runtimes/probe.ts';
 import type { JobPaths } from './job-paths.ts';
-import type { Job } from './job-store.ts';
+import type { Job } from '../store/types.ts';
 import { mountType } from './workspace-disk.ts';
 
 /** Removes a job's directory (its row must already be gone). */
@@ -45,7 +45,7 @@ async function makeWritable(directory: string): Promise<void> {
 export interface RetentionOptions {
   retentionDays: number;
   /** Finished jobs that ended before the cutoff, oldest first. */
-  finishedBefore: (cutoff: Date, limit: number) => Job[];
+  finishedBefore: (cutoff: Date, limit: number) => Promise<Job[]>;
   /** Deletes one finished job (row, then files); false when it was no longer finished. */
   deleteJob: (job: Job) => Promise<boolean>;
   logger: Pick<Logger, 'info' | 'warn' | 'error'>;
@@ -89,7 +89,7 @@ export class RetentionSweeper {
     const cutoff = new Date(now() - retentionDays * 86_400_000);
     let deleted = 0;
     for (;;) {
-      const batch = finishedBefore(cutoff, 100);
+      const batch = await finishedBefore(cutoff, 100);
       let progress = false;
       for (const job of batch) {
         try {

@@ -20,13 +20,13 @@ import type { Sandbox } from '../runtimes/types.ts';
 import { formatBytes } from '../util/bytes.ts';
 import { fileLogger } from '../util/logger.ts';
 import { AuditLog } from './audit-log.ts';
-import { EventLog, type EventSink } from './event-log.ts';
+import type { EventSink } from './event-log.ts';
 import { cloneGitInput, gitCloneAllowRules } from './inputs/git-clone.ts';
 import type { JobOutcome, JobService } from './job-service.ts';
 import { hostFileCaps, sandboxLimits, type HostFileLimit } from './job-limits.ts';
 import { sandboxAllowRules } from './job-network.ts';
 import type { JobPaths } from './job-paths.ts';
-import type { Job } from './job-store.ts';
+import type { Job } from '../store/types.ts';
 import { hasWorkspaceBaseline, recordWorkspaceBaseline } from './workspace-baseline.ts';
 import { attachWorkspaceDisk, describeWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
 import { JobStop, type JobRunner } from './scheduler.ts';
@@ -60,7 +60,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   const { config, jobs, workerId } = deps;
   const paths = jobs.paths(job.id);
   const log = fileLogger(config.logLevel, `${paths.logs}/orchestrator.log`, { jobId: job.id, workerId });
-  const events = new EventLog(job.id, paths.contextDb);
+  const events = jobs.openEvents(job.id);
   const wallTime = new AbortController();
   // Wall time counts from the run's first start (started_at is the current run's): a resumed run has only what is left
   // of it, a job continued by a message gets it whole again.
@@ -77,19 +77,23 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   let step = 0;
   // The context store over the same database, once the model (and so its tokenizer) is known.
   let context: ContextStore | undefined;
-  // Keep the job row's progress (steps, tokens) in step with the model turns (and summary calls) as they are recorded.
+  // The job row's progress (steps, tokens) follows the model turns (and summary calls) as they are recorded. This
+  // worker holds the job, so the totals are counted here and written in order (`recording`), each write whole.
+  const tokens = { input_tokens: job.input_tokens, output_tokens: job.output_tokens };
+  let recording: Promise<void> = Promise.resolve();
+  const record = (write: () => Promise<void>) => {
+    recording = recording.then(write).catch((error: unknown) => log.logger.error({ err: error }, 'recording the job\'s progress failed'));
+  };
   const sink: EventSink = {
     append(type, eventStep, data) {
       step = Math.max(step, eventStep);
       const event = (context ?? events).append(type, eventStep, data);
       if (type === 'model-turn' || (type === 'context-summary' && data.usage !== undefined)) {
         const usage = (data.usage ?? {}) as { input_tokens?: number; output_tokens?: number };
-        const current = jobs.store.get(job.id);
-        jobs.store.update(job.id, {
-          ...(type === 'model-turn' ? { steps: eventStep } : {}),
-          input_tokens: (current?.input_tokens ?? 0) + (usage.input_tokens ?? 0),
-          output_tokens: (current?.output_tokens ?? 0) + (usage.output_tokens ?? 0),
-        });
+        tokens.input_tokens += usage.input_tokens ?? 0;
+        tokens.output_tokens += usage.output_tokens ?? 0;
+        const fields = { ...(type === 'model-turn' ? { steps: eventStep } : {}), ...tokens };
+        record(() => jobs.store.update(job.id, fields));
       }
       return event;
     },
@@ -98,8 +102,8 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   const caps = hostFileCaps(config, job.limits);
   const reportLimit = (limit: HostFileLimit, message: string) => {
     log.logger.warn({ limit }, message);
+    record(() => jobs.store.recordLimitReached(job.id, limit));
     try {
-      jobs.store.recordLimitReached(job.id, limit);
       sink.append('log', step, { level: 'warn', limit, message });
     } catch (error) {
       log.logger.error({ err: error, limit }, 'recording a limit the job reached failed');
@@ -115,7 +119,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   try {
     sink.append('job-status', 0, { status: 'running', attempt: job.attempts, worker: workerId, run: job.run, ...(job.attempts > 1 ? { resumed: true } : {}) });
     const model = resolveModel(job.model ?? config.model, config, { fromJob: job.model !== null });
-    jobs.store.update(job.id, { model_used: `${model.provider}:${model.modelId}` });
+    record(() => jobs.store.update(job.id, { model_used: `${model.provider}:${model.modelId}` }));
     const info = modelInfo(model.provider, model.modelId);
     const window = effectiveContextWindow(info, job.context_window, config.contextWindow);
     const counter = info.encoding === undefined ? estimateCounter() : await tiktokenCounter(info.encoding);
@@ -130,7 +134,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     // A script replays its trajectory from where the job stands (a resumed or continued job goes on from its next turn).
     if (model.model instanceof ScriptModel) model.model.startAt(context.lastStep());
     // A job continued by a message: its run starts after the ended one (jobs/job-runs.ts).
-    const run = job.run > 1 ? jobs.store.getRun(job.id, job.run) : undefined;
+    const run = job.run > 1 ? await jobs.store.getRun(job.id, job.run) : undefined;
     const runtime = await resolveRuntime(job.runtime, deps.runtimes);
     const limits = sandboxLimits(config, job.limits);
     // A git input is cloned on the job's first start, onto the job's disk (so it counts against disk_mb), and recorded
@@ -151,7 +155,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     jobs.setLiveSandbox(job.id, created);
     const readyMs = Math.round(performance.now() - started);
     const isolation = `${created.isolation}, ${workspaceDisk === undefined ? 'workspace disk NOT limited' : workspaceDisk.description}`;
-    jobs.store.update(job.id, { runtime_used: created.runtime, isolation });
+    record(() => jobs.store.update(job.id, { runtime_used: created.runtime, isolation }));
     sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation, ready_ms: readyMs });
     log.logger.info({ sandboxId: created.id, readyMs }, 'sandbox ready');
 
@@ -191,24 +195,26 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       sandbox.client.close();
       const usage = await sandbox.usage?.().catch(() => undefined);
       if (usage !== undefined) {
-        jobs.store.recordResourceUsage(job.id, {
+        const resources = {
           ...(usage.cpuSeconds === undefined ? {} : { cpu_seconds: Math.round(usage.cpuSeconds * 1000) / 1000 }),
           ...(usage.peakMemoryBytes === undefined ? {} : { peak_memory_mb: Math.round((usage.peakMemoryBytes / (1024 * 1024)) * 10) / 10 }),
-        });
+        };
+        record(() => jobs.store.recordResourceUsage(job.id, resources));
       }
     }
     // After the sandbox (and its egress proxy, which reports its last connections) is gone.
     audit.close();
     await context?.drain();
     events.close();
+    await recording;
     // A server shutting down leaves its jobs to resume on the next start (while attempts remain), not ended.
     const shutdown = stop.aborted && stop.reason instanceof JobStop && stop.reason.kind === 'shutdown';
-    if (outcome && shutdown && jobs.requeue(jobs.store.get(job.id) ?? job, workerId, 'the server shut down while the job was running')) {
+    if (outcome && shutdown && (await jobs.requeue((await jobs.store.get(job.id)) ?? job, workerId, 'the server shut down while the job was running'))) {
       outcome = undefined;
       // No mount outlives the server: the next start puts the workspace back on a disk of its own.
       await releaseWorkspaceDisk(paths).catch((error: unknown) => log.logger.error({ err: error }, 'releasing the workspace disk failed'));
     }
-    if (outcome) await jobs.endJob(jobs.store.get(job.id) ?? job, workerId, outcome, step);
+    if (outcome) await jobs.endJob((await jobs.store.get(job.id)) ?? job, workerId, outcome, step);
     log.logger.info({ status: outcome?.status ?? 'abandoned', error: outcome?.error }, 'job ended');
     log.close();
   }

@@ -2,7 +2,7 @@
 // and stops a job when its cancel is requested, its lease is lost or the scheduler shuts down. It knows nothing
 // of what running a job means: that is the `run` function it is given (jobs/run-job.ts).
 import type { Logger } from 'pino';
-import type { Job, JobStore } from './job-store.ts';
+import type { Job, JobStore } from '../store/types.ts';
 
 /** Why a running job was told to stop; passed as the AbortSignal's reason. */
 export class JobStop extends Error {
@@ -34,7 +34,10 @@ export class Scheduler {
   readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   #timers: NodeJS.Timeout[] = [];
   #stopped = true;
-  #ticking = false;
+  /** The claiming loop while it runs; `#again`: wake() was called meanwhile, so look once more before stopping. */
+  #ticking: Promise<void> | undefined;
+  #again = false;
+  #beating = false;
 
   constructor(options: SchedulerOptions) {
     this.#options = options;
@@ -50,7 +53,7 @@ export class Scheduler {
     const { leaseMs, pollMs = 1000 } = this.#options;
     this.#timers = [
       setInterval(() => this.wake(), pollMs),
-      setInterval(() => this.#heartbeat(), Math.max(250, Math.floor(leaseMs / 3))),
+      setInterval(() => void this.#heartbeat(), Math.max(250, Math.floor(leaseMs / 3))),
       setInterval(() => void this.#sweep(), leaseMs),
     ];
     void this.#sweep().then(() => this.wake());
@@ -58,19 +61,32 @@ export class Scheduler {
 
   /** Looks for pending jobs now (called when a job is scheduled). */
   wake(): void {
-    if (this.#stopped || this.#ticking) return;
-    this.#ticking = true;
+    if (this.#stopped) return;
+    if (this.#ticking !== undefined) {
+      this.#again = true;
+      return;
+    }
+    this.#ticking = this.#claimAll().finally(() => (this.#ticking = undefined));
+  }
+
+  async #claimAll(): Promise<void> {
+    const { store, workerId, leaseMs, concurrency, logger } = this.#options;
     try {
-      const { store, workerId, leaseMs, concurrency } = this.#options;
-      while (!this.#stopped && this.#running.size < concurrency) {
-        const job = store.claim(workerId, leaseMs);
-        if (!job) break;
-        this.#launch(job);
-      }
+      do {
+        this.#again = false;
+        while (!this.#stopped && this.#running.size < concurrency) {
+          const job = await store.claim(workerId, leaseMs);
+          if (!job) break;
+          // Stopped while claiming: the job goes straight back to the queue.
+          if (this.#stopped) {
+            await store.requeue(job.id, workerId);
+            break;
+          }
+          this.#launch(job);
+        }
+      } while (this.#again && !this.#stopped);
     } catch (error) {
-      this.#options.logger.error({ err: error }, 'claiming jobs failed');
-    } finally {
-      this.#ticking = false;
+      logger.error({ err: error }, 'claiming jobs failed');
     }
   }
 
@@ -87,6 +103,7 @@ export class Scheduler {
     this.#stopped = true;
     for (const timer of this.#timers) clearInterval(timer);
     this.#timers = [];
+    await this.#ticking;
     for (const { controller } of this.#running.values()) controller.abort(reason);
     await Promise.allSettled([...this.#running.values()].map((entry) => entry.done));
   }
@@ -105,28 +122,41 @@ export class Scheduler {
     this.#running.set(job.id, { controller, done });
   }
 
-  #heartbeat(): void {
+  async #heartbeat(): Promise<void> {
+    if (this.#beating) return; // the last round is still waiting on the store
+    this.#beating = true;
     const { store, workerId, leaseMs, logger } = this.#options;
-    for (const [jobId, { controller }] of this.#running) {
-      if (controller.signal.aborted) continue;
-      try {
-        const { held, cancelRequested } = store.heartbeat(jobId, workerId, leaseMs);
-        if (!held) controller.abort(new JobStop('lease-lost', 'this worker lost the job (its lease expired)'));
-        else if (cancelRequested) controller.abort(new JobStop('cancel', 'cancelled by request'));
-      } catch (error) {
-        logger.error({ err: error, jobId }, 'heartbeat failed');
+    try {
+      for (const [jobId, { controller }] of [...this.#running]) {
+        if (controller.signal.aborted) continue;
+        try {
+          const { held, cancelRequested } = await store.heartbeat(jobId, workerId, leaseMs);
+          if (!held) controller.abort(new JobStop('lease-lost', 'this worker lost the job (its lease expired)'));
+          else if (cancelRequested) controller.abort(new JobStop('cancel', 'cancelled by request'));
+        } catch (error) {
+          logger.error({ err: error, jobId }, 'heartbeat failed');
+        }
       }
+    } finally {
+      this.#beating = false;
     }
   }
 
   async #sweep(): Promise<void> {
     const { store, onExpired, logger } = this.#options;
-    for (const job of store.expiredLeases()) {
+    let expired: Job[];
+    try {
+      expired = await store.expiredLeases();
+    } catch (error) {
+      logger.error({ err: error }, 'looking for expired leases failed');
+      return;
+    }
+    for (const job of expired) {
       if (this.#running.has(job.id)) continue;
       logger.warn({ jobId: job.id, lockedBy: job.locked_by }, 'job lease expired');
       try {
         if (onExpired) await onExpired(job);
-        else store.finish(job.id, job.locked_by, { status: 'error', error: 'the worker running this job stopped (lease expired)' });
+        else await store.finish(job.id, job.locked_by, { status: 'error', error: 'the worker running this job stopped (lease expired)' });
       } catch (error) {
         logger.error({ err: error, jobId: job.id }, 'ending an expired job failed');
       }

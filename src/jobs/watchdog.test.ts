@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Sandbox } from '../runtimes/types.ts';
 import { EventLog } from './event-log.ts';
-import type { Job, JobStatus } from './job-store.ts';
+import type { Job, JobStatus } from '../store/types.ts';
 import type { JobStop } from './scheduler.ts';
 import { Watchdog, type WatchdogOptions } from './watchdog.ts';
 
@@ -35,7 +35,7 @@ function fakeSandbox(jobId: string): Sandbox & { destroyed: number } {
 function watchdog(overrides: Partial<WatchdogOptions>) {
   const stops: Array<[string, JobStop]> = [];
   const options: WatchdogOptions = {
-    getJob: () => undefined,
+    getJob: async () => undefined,
     runningJobIds: () => [],
     stopJob: (jobId, reason) => {
       stops.push([jobId, reason]);
@@ -51,28 +51,28 @@ function watchdog(overrides: Partial<WatchdogOptions>) {
 }
 
 describe('Watchdog: idle jobs', () => {
-  it('ends a running job that has had no event for idle_time_s, with a reason naming the limit', () => {
+  it('ends a running job that has had no event for idle_time_s, with a reason naming the limit', async () => {
     const jobs = new Map([['job_a', job('job_a', 'running', 2)], ['job_b', job('job_b', 'running')]]);
     const live = new Map<string, Sandbox>([['job_a', fakeSandbox('job_a')], ['job_b', fakeSandbox('job_b')]]);
-    const { dog, stops } = watchdog({ getJob: (id) => jobs.get(id), runningJobIds: () => [...jobs.keys()], liveSandboxes: () => live, defaultIdleTimeS: 5 });
+    const { dog, stops } = watchdog({ getJob: async (id) => jobs.get(id), runningJobIds: () => [...jobs.keys()], liveSandboxes: () => live, defaultIdleTimeS: 5 });
     const log = new EventLog('job_a', join(dir, 'a.db'));
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
       vi.setSystemTime(1_000_000);
-      dog.check(Date.now());
-      dog.check(1_001_900);
+      await dog.check(Date.now());
+      await dog.check(1_001_900);
       expect(stops).toEqual([]);
       // An event resets the clock.
       vi.setSystemTime(1_001_900);
       log.append('log', 1, { message: 'progress' });
-      dog.check(1_003_800);
+      await dog.check(1_003_800);
       expect(stops).toEqual([]);
-      dog.check(1_003_900);
+      await dog.check(1_003_900);
       expect(stops.map(([id, reason]) => [id, reason.kind, reason.message])).toEqual([['job_a', 'idle', expect.stringMatching(/^idle time limit \(2 s\) exceeded/)]]);
       // Once only; job_b goes by the default (5 s).
-      dog.check(1_004_500);
+      await dog.check(1_004_500);
       expect(stops).toHaveLength(1);
-      dog.check(1_005_000);
+      await dog.check(1_005_000);
       expect(stops.map(([id]) => id)).toEqual(['job_a', 'job_b']);
       expect(stops[1]![1].message).toMatch(/\(5 s\)/);
     } finally {
@@ -82,32 +82,32 @@ describe('Watchdog: idle jobs', () => {
     }
   });
 
-  it('forgets jobs that are no longer running and starts afresh if they come back', () => {
+  it('forgets jobs that are no longer running and starts afresh if they come back', async () => {
     let running = ['job_a'];
-    const { dog, stops } = watchdog({ getJob: (id) => job(id, 'running', 1), runningJobIds: () => running, liveSandboxes: () => new Map([['job_a', fakeSandbox('job_a')]]) });
+    const { dog, stops } = watchdog({ getJob: async (id) => job(id, 'running', 1), runningJobIds: () => running, liveSandboxes: () => new Map([['job_a', fakeSandbox('job_a')]]) });
     const start = Date.now();
-    dog.check(start);
+    await dog.check(start);
     running = [];
-    dog.check(start + 500);
+    await dog.check(start + 500);
     running = ['job_a'];
-    dog.check(start + 1500);
+    await dog.check(start + 1500);
     expect(stops).toEqual([]);
-    dog.check(start + 2600);
+    await dog.check(start + 2600);
     expect(stops).toHaveLength(1);
     dog.stop();
   });
 
-  it('does not count the time a job waits for its sandbox to start', () => {
+  it('does not count the time a job waits for its sandbox to start', async () => {
     const live = new Map<string, Sandbox>();
-    const { dog, stops } = watchdog({ getJob: (id) => job(id, 'running', 1), runningJobIds: () => ['job_a'], liveSandboxes: () => live });
+    const { dog, stops } = watchdog({ getJob: async (id) => job(id, 'running', 1), runningJobIds: () => ['job_a'], liveSandboxes: () => live });
     const start = Date.now();
-    dog.check(start);
-    dog.check(start + 5000); // still starting: not idle
+    await dog.check(start);
+    await dog.check(start + 5000); // still starting: not idle
     expect(stops).toEqual([]);
     live.set('job_a', fakeSandbox('job_a'));
-    dog.check(start + 5500);
+    await dog.check(start + 5500);
     expect(stops).toEqual([]);
-    dog.check(start + 6600);
+    await dog.check(start + 6600);
     expect(stops.map(([id, reason]) => [id, reason.kind])).toEqual([['job_a', 'idle']]);
     dog.stop();
   });
@@ -122,7 +122,7 @@ describe('Watchdog: sandboxes without a job', () => {
     const rows = new Map([['job_ended', job('job_ended', 'complete')], ['job_fine', job('job_fine')], ['job_gone', job('job_gone', 'error')]]);
     const forgotten: string[] = [];
     const { dog, stops } = watchdog({
-      getJob: (id) => rows.get(id),
+      getJob: async (id) => rows.get(id),
       runningJobIds: () => ['job_ended', 'job_fine'],
       liveSandboxes: () => live,
       forgetSandbox: (id) => {
@@ -130,7 +130,7 @@ describe('Watchdog: sandboxes without a job', () => {
         live.delete(id);
       },
     });
-    dog.check();
+    await dog.check();
     await Promise.resolve();
     expect(forgotten.sort()).toEqual(['job_ended', 'job_gone']);
     expect([orphan.destroyed, ended.destroyed, fine.destroyed]).toEqual([1, 1, 0]);

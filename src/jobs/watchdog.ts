@@ -9,12 +9,12 @@
 import type { Logger } from 'pino';
 import type { SandboxRuntime, Sandbox } from '../runtimes/types.ts';
 import { onJobEvent } from './event-log.ts';
-import { finishedStatuses, type Job } from './job-store.ts';
+import { finishedStatuses, type Job } from '../store/types.ts';
 import { JobStop } from './scheduler.ts';
 
 export interface WatchdogOptions {
   /** The job's row (its limits and status). */
-  getJob: (jobId: string) => Job | undefined;
+  getJob: (jobId: string) => Promise<Job | undefined>;
   /** Jobs this worker is running now. */
   runningJobIds: () => readonly string[];
   stopJob: (jobId: string, reason: JobStop) => boolean;
@@ -41,6 +41,7 @@ export class Watchdog {
   readonly #activity = new Map<string, Activity>();
   #timers: NodeJS.Timeout[] = [];
   #reaping: Promise<void> | undefined;
+  #checking: Promise<void> | undefined;
 
   constructor(options: WatchdogOptions) {
     this.#options = options;
@@ -49,7 +50,7 @@ export class Watchdog {
   start(): void {
     if (this.#timers.length > 0) return;
     const { checkIntervalMs = 1000, reapIntervalMs = 10 * 60_000 } = this.#options;
-    this.#timers = [setInterval(() => this.check(), checkIntervalMs), setInterval(() => void this.reapOrphans(), reapIntervalMs)];
+    this.#timers = [setInterval(() => void this.#checkOnce(), checkIntervalMs), setInterval(() => void this.reapOrphans(), reapIntervalMs)];
     for (const timer of this.#timers) timer.unref();
   }
 
@@ -73,8 +74,14 @@ export class Watchdog {
     })().finally(() => (this.#reaping = undefined)));
   }
 
+  #checkOnce(): Promise<void> {
+    return (this.#checking ??= this.check()
+      .catch((error: unknown) => this.#options.logger.error({ err: error }, 'the watchdog round failed'))
+      .finally(() => (this.#checking = undefined)));
+  }
+
   /** One round: idle jobs, then sandboxes without a job. */
-  check(now = Date.now()): void {
+  async check(now = Date.now()): Promise<void> {
     const running = new Set(this.#options.runningJobIds());
     const withSandbox = new Set([...this.#options.liveSandboxes()].map(([jobId]) => jobId));
     for (const [jobId, activity] of this.#activity) {
@@ -97,7 +104,7 @@ export class Watchdog {
         activity.lastEventAt = now;
         continue;
       }
-      const job = this.#options.getJob(jobId);
+      const job = await this.#options.getJob(jobId);
       const idleTimeS = job?.limits.idle_time_s ?? this.#options.defaultIdleTimeS;
       if (now - activity.lastEventAt >= idleTimeS * 1000) {
         activity.stopped = true;
@@ -106,7 +113,7 @@ export class Watchdog {
       }
     }
     for (const [jobId, sandbox] of this.#options.liveSandboxes()) {
-      const job = this.#options.getJob(jobId);
+      const job = await this.#options.getJob(jobId);
       const gone = !running.has(jobId) || job === undefined || finishedStatuses.includes(job.status);
       if (!gone) continue;
       this.#options.logger.warn({ jobId, sandboxId: sandbox.id, status: job?.status }, 'destroying a sandbox whose job is no longer running here');

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { conflict, notFound, WorkcellError } from '../../errors.ts';
 import { artifactsSettled } from '../../jobs/job-artifacts.ts';
-import { finishedStatuses } from '../../jobs/job-store.ts';
+import { finishedStatuses } from '../../store/types.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
 import { z } from 'zod';
 import { problemResponses, response } from '../openapi.ts';
@@ -55,7 +55,7 @@ export function registerArtifactRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       if (!finishedStatuses.includes(job.status)) throw conflict(`job ${job.id} is ${job.status}: the workspace is zipped when the job ends`);
       // A change to the finished workspace through the file routes rebuilds the zip: serve the rebuilt one.
       await artifactsSettled(job.id);

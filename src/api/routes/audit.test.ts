@@ -7,11 +7,12 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../config.ts';
 import { JobService } from '../../jobs/job-service.ts';
-import { JobStore } from '../../jobs/job-store.ts';
+import { openSqliteStore } from '../../store/sqlite/index.ts';
+import type { Store } from '../../store/types.ts';
 import { buildServer } from '../server.ts';
 
 let dir: string | undefined;
-let store: JobStore | undefined;
+let store: Store | undefined;
 let app: FastifyInstance | undefined;
 let jobs: JobService;
 
@@ -19,14 +20,14 @@ async function start(overrides: Partial<Config> = {}): Promise<FastifyInstance> 
   dir = mkdtempSync(join(tmpdir(), 'workcell-api-audit-'));
   const config = loadConfig({}, { dataDir: dir, ...overrides });
   const logger = pino({ level: 'silent' });
-  store = new JobStore(dir);
-  jobs = new JobService({ config, store, logger });
-  app = await buildServer({ config, jobs, logger });
+  store = openSqliteStore(dir);
+  jobs = new JobService({ config, store: store.jobs, logger });
+  app = await buildServer({ config, jobs, keys: store.keys, logger });
   return app;
 }
 afterEach(async () => {
   await app?.close();
-  store?.close();
+  await store?.close();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   [app, store, dir] = [undefined, undefined, undefined];
 });
@@ -40,13 +41,13 @@ describe('POST /schedule network', () => {
     const response = await schedule(server, { task: 'x', network: { allow: ['Example.COM', 'pypi.org', '127.0.0.1:8080', '[::1]:9000'] } });
     expect(response.statusCode).toBe(202);
     const { job_id } = response.json<{ job_id: string }>();
-    expect(store!.get(job_id)?.network).toEqual({ allow: ['example.com', 'pypi.org', '127.0.0.1:8080', '[::1]:9000'] });
+    expect((await store!.jobs.get(job_id))?.network).toEqual({ allow: ['example.com', 'pypi.org', '127.0.0.1:8080', '[::1]:9000'] });
     const detail = (await server.inject(`/jobs/${job_id}`)).json<{ network: { allow: string[] }; audit_url: string }>();
     expect(detail.network.allow).toEqual(['pypi.org', '*.npmjs.org', 'example.com', '127.0.0.1:8080', '[::1]:9000']);
     expect(detail.audit_url).toMatch(new RegExp(`/jobs/${job_id}/audit$`));
     // Without a list: none of its own, the server's only.
     const plain = (await schedule(server, { task: 'x' })).json<{ job_id: string }>();
-    expect(store!.get(plain.job_id)?.network).toEqual({ allow: [] });
+    expect((await store!.jobs.get(plain.job_id))?.network).toEqual({ allow: [] });
   });
 
   it('answers a bad entry with a 400 that names it and says what to write', async () => {
@@ -68,18 +69,18 @@ describe('POST /schedule network', () => {
 
   it('refuses private addresses in the list of a job scheduled with an API key, unless the operator allows them', async () => {
     const server = await start();
-    const { token } = store!.createApiKey('alice');
+    const { token } = await store!.keys.create('alice');
     const auth = { authorization: `Bearer ${token}` };
     const refused = await schedule(server, { task: 'x', network: { allow: ['10.0.0.5:5432'] } }, auth);
     expect(refused.statusCode).toBe(400);
     expect(refused.json<{ detail: string }>().detail).toMatch(/"10.0.0.5:5432" is a private address[^]*WORKCELL_NETWORK_ALLOW/);
     expect((await schedule(server, { task: 'x', network: { allow: ['example.com', 'db.internal:5432'] } }, auth)).statusCode).toBe(202);
     await app!.close();
-    store!.close();
+    await store!.close();
     rmSync(dir!, { recursive: true, force: true });
 
     const permissive = await start({ networkJobPrivate: true });
-    const key = store!.createApiKey('bob').token;
+    const key = (await store!.keys.create('bob')).token;
     expect((await schedule(permissive, { task: 'x', network: { allow: ['10.0.0.5:5432'] } }, { authorization: `Bearer ${key}` })).statusCode).toBe(202);
   });
 });
@@ -105,8 +106,8 @@ describe('GET /jobs/:id/audit', () => {
 
   it("is another API key's job: 404", async () => {
     const server = await start();
-    const alice = store!.createApiKey('alice').token;
-    const bob = store!.createApiKey('bob').token;
+    const alice = (await store!.keys.create('alice')).token;
+    const bob = (await store!.keys.create('bob')).token;
     const { job_id } = (await schedule(server, { task: 'x' }, { authorization: `Bearer ${alice}` })).json<{ job_id: string }>();
     expect((await server.inject({ url: `/jobs/${job_id}/audit`, headers: { authorization: `Bearer ${alice}` } })).statusCode).toBe(200);
     expect((await server.inject({ url: `/jobs/${job_id}/audit`, headers: { authorization: `Bearer ${bob}` } })).statusCode).toBe(404);

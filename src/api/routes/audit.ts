@@ -37,7 +37,7 @@ export function registerAuditRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       const stream = await readAuditLog(context.jobs.paths(job.id).audit, request.query.after ?? 0);
       return reply.header('content-type', 'application/x-ndjson; charset=utf-8').header('cache-control', 'no-store').send(stream);
     },

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { WorkcellError } from '../../errors.ts';
 import { workspaceChanges, writeWorkspacePatch } from '../../jobs/changes/workspace-changes.ts';
 import type { WorkspaceSource } from '../../jobs/changes/workspace-tree.ts';
-import type { Job } from '../../jobs/job-store.ts';
+import type { Job } from '../../store/types.ts';
 import { readWorkspaceBaseline } from '../../jobs/workspace-baseline.ts';
 import { getSandboxFile } from '../../runtimes/sandboxd-files.ts';
 import { WorkspaceRawFiles } from '../../sandboxd/files/raw-files.ts';
@@ -104,7 +104,7 @@ export function registerDiffRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       if (job.status === 'pending') throw new WorkcellError('conflict', `job ${job.id} has not started: nothing has changed yet (its workspace's start is recorded when it starts)`);
       const jobRoot = context.jobs.paths(job.id).root;
       const baseline = await readWorkspaceBaseline(jobRoot);

@@ -2,8 +2,8 @@
 // Last-Event-ID or ?after=), then follows live until the job ends. `id:` is the event's seq, `event:` its type.
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { EventLog, onJobEvent, type JobEvent } from '../../jobs/event-log.ts';
-import { finishedStatuses, type JobStatus } from '../../jobs/job-store.ts';
+import { onJobEvent, type JobEvent } from '../../jobs/event-log.ts';
+import { finishedStatuses, type JobStatus } from '../../store/types.ts';
 import { invalidRequest } from '../../errors.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
 import { problemResponses, response } from '../openapi.ts';
@@ -43,14 +43,14 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       const header = request.headers['last-event-id'];
       const lastEventId = typeof header === 'string' && header !== '' ? Number(header) : undefined;
       if (lastEventId !== undefined && !(Number.isInteger(lastEventId) && lastEventId >= 0)) throw invalidRequest('Last-Event-ID must be a non-negative integer');
       let cursor = request.query.after ?? lastEventId ?? 0;
       const follow = request.query.follow === 'true';
 
-      const log = new EventLog(job.id, context.jobs.paths(job.id).contextDb);
+      const log = context.jobs.openEvents(job.id);
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -101,8 +101,12 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       timers.push(
         setInterval(() => {
           if (drain()) return close();
-          const status = context.jobs.store.get(job.id)?.status;
-          if (status && finishedStatuses.includes(status) && ++endedPolls > 5) close();
+          void context.jobs.store.get(job.id).then(
+            (row) => {
+              if (row !== undefined && finishedStatuses.includes(row.status) && ++endedPolls > 5) close();
+            },
+            () => undefined, // the store is unreachable: the next poll asks again
+          );
         }, pollMs),
         setInterval(() => raw.write(': keep-alive\n\n'), keepAliveMs),
       );

@@ -16,7 +16,7 @@ import { errorMessage, WorkcellError, type ErrorCode } from '../../errors.ts';
 import { appendApiFileEntry, type FileOperation } from '../../jobs/audit-log.ts';
 import { scheduleArtifactsRefresh } from '../../jobs/job-artifacts.ts';
 import { hostFileCaps, sandboxLimits } from '../../jobs/job-limits.ts';
-import type { Job } from '../../jobs/job-store.ts';
+import type { Job } from '../../store/types.ts';
 import { SandboxdError, type SandboxdClient } from '../../runtimes/sandboxd-client.ts';
 import { deleteSandboxFile, getSandboxFile, putSandboxFile } from '../../runtimes/sandboxd-files.ts';
 import { SandboxdToolError } from '../../sandboxd/errors.ts';
@@ -170,7 +170,7 @@ export function registerFileRoutes(app: ZodApp, context: ApiContext): void {
   }
 
   async function get(request: FastifyRequest<{ Params: { id: string; '*'?: string } }>, reply: FastifyReply) {
-    const job = requireJob(context, request);
+    const job = await requireJob(context, request);
     const path = request.params['*'] ?? '';
     const headOnly = request.method === 'HEAD';
     const options = { ifNoneMatch: header(request, 'if-none-match'), headOnly };
@@ -279,7 +279,7 @@ export function registerFileRoutes(app: ZodApp, context: ApiContext): void {
         },
       },
       async (request, reply) => {
-        const job = requireJob(context, request);
+        const job = await requireJob(context, request);
         const path = request.params['*'];
         const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
         const conditions = { ifMatch: header(request, 'if-match'), ifNoneMatch: header(request, 'if-none-match') };
@@ -343,7 +343,7 @@ export function registerFileRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       const path = request.params['*'];
       const conditions = { ifMatch: header(request, 'if-match'), ifNoneMatch: header(request, 'if-none-match') };
       try {

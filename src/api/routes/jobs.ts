@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { costUsd, effectiveContextWindow, modelInfo, splitModelSpec } from '../../agent/context/model-info.ts';
 import { invalidRequest, notFound } from '../../errors.ts';
-import type { Job } from '../../jobs/job-store.ts';
+import type { Job } from '../../store/types.ts';
 import { mergeAllowLists } from '../../runtimes/network/allow-list.ts';
 import { isJobId } from '../../util/ids.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
@@ -15,10 +15,10 @@ const noSuchJob = 'No job with this id (or not one of this key\'s)';
 const location = { location: { type: 'string', description: 'The job: /jobs/<id>' } } as const;
 
 /** Unknown and malformed ids are both "no such job". */
-export function requireJob(context: ApiContext, request: FastifyRequest<{ Params: { id: string } }>): Job {
+export async function requireJob(context: ApiContext, request: FastifyRequest<{ Params: { id: string } }>): Promise<Job> {
   const { id } = request.params;
   if (!isJobId(id)) throw notFound(`no job with id ${JSON.stringify(id)}: job ids look like job_01h...`);
-  return context.jobs.get(id, request.owner);
+  return await context.jobs.get(id, request.owner);
 }
 
 export function baseUrl(context: ApiContext, request: FastifyRequest): string {
@@ -42,7 +42,7 @@ function withRuntime(job: Job, base: string) {
   return { ...statusView(job, base), runtime: job.runtime_used ?? null, isolation: job.isolation ?? null };
 }
 
-export function detailView(context: ApiContext, job: Job, base: string) {
+export async function detailView(context: ApiContext, job: Job, base: string) {
   const ended = job.status === 'complete' || job.status === 'error' || job.status === 'cancelled';
   return {
     ...statusView(job, base),
@@ -57,7 +57,7 @@ export function detailView(context: ApiContext, job: Job, base: string) {
     usage: { steps: job.steps, input_tokens: job.input_tokens, output_tokens: job.output_tokens, ...(job.resource_usage ?? {}), ...modelUsage(context, job) },
     attempts: job.attempts,
     run: job.run,
-    runs: runsView(context, job),
+    runs: await runsView(context, job),
     callback_url: job.callback_url,
     from_job: job.forked_from,
     ...(ended && context.jobs.hasArtifacts(job.id) ? { artifacts_url: `${base}/jobs/${job.id}/artifacts.zip` } : {}),
@@ -69,8 +69,8 @@ export function detailView(context: ApiContext, job: Job, base: string) {
 }
 
 /** The job's runs; the current one's steps live (the row counts them as the model turns come). */
-function runsView(context: ApiContext, job: Job) {
-  return context.jobs.store.runs(job.id).map((run) => ({
+async function runsView(context: ApiContext, job: Job) {
+  return (await context.jobs.store.runs(job.id)).map((run) => ({
     run: run.run,
     status: run.status,
     message: run.message,
@@ -171,7 +171,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
         response: { 200: response("The job's status", jobStatusResponse), ...problemResponses({ 404: noSuchJob }) },
       },
     },
-    async (request) => withRuntime(requireJob(context, request), baseUrl(context, request)),
+    async (request) => withRuntime(await requireJob(context, request), baseUrl(context, request)),
   );
 
   app.get(
@@ -189,9 +189,9 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
     async (request) => {
     const { status, limit, cursor } = request.query;
     if (cursor !== undefined && !isJobId(cursor)) throw invalidRequest('cursor must be the next_cursor of a previous page');
-    const { jobs, nextCursor } = context.jobs.store.list({ status, limit, cursor, owner: request.owner });
+    const { jobs, nextCursor } = await context.jobs.store.list({ status, limit, cursor, owner: request.owner });
     const base = baseUrl(context, request);
-    return { jobs: jobs.map((job) => detailView(context, job, base)), next_cursor: nextCursor };
+    return { jobs: await Promise.all(jobs.map((job) => detailView(context, job, base))), next_cursor: nextCursor };
   });
 
   app.get(
@@ -206,7 +206,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
         response: { 200: response('The job', jobDetail), ...problemResponses({ 404: noSuchJob }) },
       },
     },
-    async (request) => detailView(context, requireJob(context, request), baseUrl(context, request)),
+    async (request) => detailView(context, await requireJob(context, request), baseUrl(context, request)),
   );
 
   app.post(
@@ -222,7 +222,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       const after = await context.jobs.cancel(job.id, request.owner);
       return reply.code(202).send({ job_id: after.id, status: after.status });
     },
@@ -259,7 +259,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       const { seq, run, reopened } = await context.jobs.postMessage(job.id, request.body.text, request.owner);
       return reply.code(202).send({ job_id: job.id, event_id: seq, run, reopened });
     },
@@ -278,7 +278,7 @@ export function registerJobRoutes(app: ZodApp, context: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const job = requireJob(context, request);
+      const job = await requireJob(context, request);
       await context.jobs.delete(job.id, request.owner);
       return reply.code(204).send(null);
     },

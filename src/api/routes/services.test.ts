@@ -13,7 +13,8 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../config.ts';
 import { JobService } from '../../jobs/job-service.ts';
-import { JobStore } from '../../jobs/job-store.ts';
+import { openSqliteStore } from '../../store/sqlite/index.ts';
+import type { Store } from '../../store/types.ts';
 import { SandboxdClient } from '../../runtimes/sandboxd-client.ts';
 import type { Sandbox } from '../../runtimes/types.ts';
 import { createSandboxdServer, type SandboxdServer } from '../../sandboxd/server.ts';
@@ -28,7 +29,7 @@ interface Seen {
 }
 
 let dir: string;
-let store: JobStore;
+let store: Store;
 let jobs: JobService;
 let app: FastifyInstance;
 let base: string;
@@ -68,9 +69,9 @@ beforeEach(async () => {
 
   const config = loadConfig({}, { dataDir: dir });
   const logger = pino({ level: 'silent' });
-  store = new JobStore(dir);
-  jobs = new JobService({ config, store, logger });
-  app = await buildServer({ config, jobs, logger });
+  store = openSqliteStore(dir);
+  jobs = new JobService({ config, store: store.jobs, logger });
+  app = await buildServer({ config, jobs, keys: store.keys, logger });
   base = await app.listen({ host: '127.0.0.1', port: 0 });
 });
 
@@ -79,7 +80,7 @@ afterEach(async () => {
   client.close();
   await sandboxd.close();
   await new Promise((resolve) => upstream.close(resolve));
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -221,10 +222,10 @@ describe('service pages on the job\'s own host', () => {
 
 describe('with API keys', () => {
   it('opens pages only through one-time links that become a session for that job', async () => {
-    const alice = store.createApiKey('alice').token;
-    const bob = store.createApiKey('bob').token;
-    const id = await runningJob(store.verifyApiKey(alice));
-    const other = await runningJob(store.verifyApiKey(alice));
+    const alice = (await store.keys.create('alice')).token;
+    const bob = (await store.keys.create('bob')).token;
+    const id = await runningJob((await store.keys.verify(alice)));
+    const other = await runningJob((await store.keys.verify(alice)));
     expect((await send(`/jobs/${id}/jupyter/api`, { host: jobHost(id) })).status).toBe(401);
     expect((await send(`/jobs/${id}/jupyter/api`, { host: jobHost(id), headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
     expect((await send(`/jobs/${id}/jupyter/api`, { host: jobHost(id), headers: { authorization: `Bearer ${alice}` } })).status).toBe(200);
@@ -259,7 +260,7 @@ describe('with API keys', () => {
   });
 
   it('closes every session, stream and websocket of a key when it is revoked', async () => {
-    const alice = store.createApiKey('alice');
+    const alice = await store.keys.create('alice');
     const id = await runningJob(alice.id);
     const link = JSON.parse((await send(`/jobs/${id}/links`, { method: 'POST', headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/json' }, body: '{"service":"desktop"}' })).body) as { url: string };
     const { cookie } = await openLink(link.url);
@@ -268,7 +269,7 @@ describe('with API keys', () => {
     const events = await fetch(`${base}/jobs/${id}/events`, { headers: { authorization: `Bearer ${alice.token}` } });
     expect(events.status).toBe(200);
     const streamEnded = events.text();
-    store.revokeApiKey(alice.id);
+    await store.keys.revoke(alice.id);
     await socket.closed; // the watcher polls the store: within a second or so
     await streamEnded;
     expect((await send(`/jobs/${id}/jupyter/api`, { host: jobHost(id), headers: { cookie: cookie! } })).status).toBe(401);
@@ -306,7 +307,7 @@ describe('hosts and origins', () => {
   });
 
   it('survives resets, hostile cookies, headers and paths on every route and upgrade', async () => {
-    const alice = store.createApiKey('alice');
+    const alice = await store.keys.create('alice');
     const id = await runningJob(alice.id);
     const hostile = ['workcell_session=%', 'workcell_token=%E0%A4%A', `workcell_session=${'%'.repeat(5000)}`, '=;=;;', 'workcell_session="%', 'a=\u00ff'];
     for (const cookie of hostile) {
@@ -342,7 +343,7 @@ describe('behind HTTPS (WORKCELL_SANDBOX_URL)', () => {
   it("puts each job on its host under the configured domain, with Secure cookies, and only there", async () => {
     const config = loadConfig({}, { dataDir: dir, publicUrl: 'https://workcell.example.com', sandboxUrl: 'https://{job}.sandbox.example.net' });
     const logger = pino({ level: 'silent' });
-    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    const server = await buildServer({ config, jobs: new JobService({ config, store: store.jobs, logger }), keys: store.keys, logger });
     try {
       const { job } = await jobs.schedule({ task: 'x' });
       const made = await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, headers: { host: 'workcell.example.com' }, payload: { service: 'jupyter' } });
@@ -364,7 +365,7 @@ describe('behind HTTPS (WORKCELL_SANDBOX_URL)', () => {
   it('refuses links to pages when the API is reached by another name and no sandbox domain is set', async () => {
     const config = loadConfig({}, { dataDir: dir, publicUrl: 'https://workcell.example.com' });
     const logger = pino({ level: 'silent' });
-    const server = await buildServer({ config, jobs: new JobService({ config, store, logger }), logger });
+    const server = await buildServer({ config, jobs: new JobService({ config, store: store.jobs, logger }), keys: store.keys, logger });
     try {
       const { job } = await jobs.schedule({ task: 'x' });
       const made = await server.inject({ method: 'POST', url: `/jobs/${job.id}/links`, headers: { host: 'workcell.example.com' }, payload: { service: 'desktop' } });

@@ -16,7 +16,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { conflict, errorMessage, notFound, WorkcellError } from '../../errors.ts';
-import type { Job } from '../../jobs/job-store.ts';
+import type { Job } from '../../store/types.ts';
 import { isJobId } from '../../util/ids.ts';
 import { sessionCookie } from '../auth.ts';
 import { linkParameter, linkTtlMs, sessionTtlMs, type BrowserService } from '../browser-tokens.ts';
@@ -115,7 +115,7 @@ export function registerServiceRoutes(app: ZodApp, context: ApiContext): void {
         },
       },
     },
-    async (request, reply) => reply.code(201).send(browserLink(context, request, requireJob(context, request), request.body.service)),
+    async (request, reply) => reply.code(201).send(browserLink(context, request, await requireJob(context, request), request.body.service)),
   );
 
   app.register(async (scope) => {
@@ -137,7 +137,7 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
   if (request.hostClass.kind !== 'sandbox') {
     // On the API's host: send the browser to the job's own origin, with a link when the server has keys.
     if (request.method !== 'GET' && request.method !== 'HEAD') throw notFound(`${service} pages are served on the job's own origin: POST /jobs/<id>/links makes a link`);
-    const job = requireJob(context, request);
+    const job = await requireJob(context, request);
     const target = withoutLink(request.url.startsWith(`/jobs/${job.id}/${service}/`) ? request.url : `/jobs/${job.id}/${service}/`);
     return reply.code(303).header('location', browserLink(context, request, job, service, target).url).send();
   }
@@ -147,7 +147,7 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
   if (token !== undefined) {
     // A link: trade it for a session cookie on this host, and show the clean URL.
     const claims = context.auth.tokens.redeemLink(token);
-    const ownerLive = claims?.owner === null || (claims?.owner !== undefined && context.auth.isKeyLive(claims.owner));
+    const ownerLive = claims?.owner === null || (claims?.owner !== undefined && (await context.auth.isKeyLive(claims.owner)));
     if (claims === undefined || claims.job !== request.hostClass.jobId || claims.service !== service || !ownerLive) {
       throw new WorkcellError('unauthorized', `this link is expired, used or not for this page: links open once, within ${linkTtlMs / 1000} s; ask for a new one (POST /jobs/<id>/links, or workcell open <id> ${service})`);
     }
@@ -158,7 +158,7 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
     reply.header('referrer-policy', 'no-referrer');
     return reply.code(303).header('location', withoutLink(request.url)).send();
   }
-  const job = requireJob(context, request);
+  const job = await requireJob(context, request);
   if (service === 'desktop' && path === `/jobs/${job.id}/desktop/`) {
     const ws = `jobs/${job.id}/desktop/websockify`;
     return reply.code(302).header('location', `/jobs/${job.id}/desktop/vnc.html?path=${encodeURIComponent(ws)}&autoconnect=1&resize=remote&reconnect=1`).send();
@@ -249,19 +249,19 @@ async function upgrade(context: ApiContext, request: IncomingMessage, socket: Du
   const token = kind === 'terminal' && request.headers.authorization === undefined ? linkToken(url) : undefined;
   if (token !== undefined) {
     const claims = auth.tokens.redeemLink(token);
-    if (claims === undefined || claims.job !== jobId || claims.service !== 'terminal' || (claims.owner !== null && !auth.isKeyLive(claims.owner))) {
+    if (claims === undefined || claims.job !== jobId || claims.service !== 'terminal' || (claims.owner !== null && !(await auth.isKeyLive(claims.owner)))) {
       return refuse(socket, 401, 'this terminal link is expired, used or for another job: ask for a new one (POST /jobs/<id>/links with service terminal)');
     }
     owner = claims.owner ?? undefined;
-    if (owner === undefined && !auth.keyless) return refuse(socket, 401, 'this terminal link was made before the server had keys: ask for a new one');
+    if (owner === undefined && !(await auth.keyless())) return refuse(socket, 401, 'this terminal link was made before the server had keys: ask for a new one');
   } else {
-    const result = auth.authenticate(request.headers, hostClass);
+    const result = await auth.authenticate(request.headers, hostClass);
     if (!result.ok) return refuse(socket, result.status, result.reason);
     owner = result.owner;
   }
   let job: Job;
   try {
-    job = context.jobs.get(jobId, owner);
+    job = await context.jobs.get(jobId, owner);
   } catch {
     return refuse(socket, 404, `no job with id ${JSON.stringify(jobId)}`);
   }

@@ -34,7 +34,7 @@ import { ensureRunDir } from '../../runtimes/run-dir.ts';
 import { hostSeccompProgram } from '../../runtimes/seccomp.ts';
 import { gitEnvironment, gitOptions, systemMounts } from '../changes/git-jail.ts';
 import { jobOpensPrivate } from '../job-network.ts';
-import type { GitInput, Job } from '../job-store.ts';
+import type { GitInput, Job } from '../../store/types.ts';
 import type { GitOrigin } from '../workspace-baseline.ts';
 import { basicAuthorization, findGitCredential, readGitCredentials, type FoundCredential } from './git-credentials.ts';
 

@@ -1,4 +1,4 @@
-// Delivers the webhook outbox (outbox.ts): each job status change as a signed JSON POST (signature.ts) to the job's
+// Delivers the webhook outbox (store/types.ts WebhookOutbox): each job status change as a signed JSON POST (signature.ts) to the job's
 // callback_url or the server's WORKCELL_CALLBACK_URL, in order per job. An attempt that fails with a network error, a
 // timeout, a 5xx or a 429 is tried again after an exponential backoff with jitter (a longer Retry-After wins), up to
 // WORKCELL_CALLBACK_MAX_ATTEMPTS; a 3xx (redirects are never followed) or another 4xx, and a destination the policy
@@ -15,7 +15,7 @@ import { formatIp, type IpAddress } from '../../runtimes/network/ip-address.ts';
 import { version } from '../../version.ts';
 import type { CallbackPolicy} from './callback-url.ts';
 import { parseCallbackUrl, type CheckedCallback } from './callback-url.ts';
-import type { OutboxRow, WebhookOutbox } from './outbox.ts';
+import type { OutboxRow, WebhookOutbox } from '../../store/types.ts';
 import { signatureHeaders, webhookKey } from './signature.ts';
 
 export interface WebhookSenderOptions {
@@ -158,6 +158,7 @@ export class WebhookSender {
   #timer: NodeJS.Timeout | undefined;
   #started = false;
   #ticking = false;
+  #again = false;
   #prunedAt = 0;
 
   constructor(options: WebhookSenderOptions) {
@@ -177,7 +178,7 @@ export class WebhookSender {
     if (!this.#started || this.#stopping.signal.aborted) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#tick();
+    void this.#tick();
   }
 
   /** Stops sending: attempts in flight are abandoned and their claims given back (the next start retries them). */
@@ -187,46 +188,58 @@ export class WebhookSender {
     await Promise.allSettled([...this.#inFlight.values()]);
   }
 
-  #tick(): void {
-    if (this.#ticking) return;
+  async #tick(): Promise<void> {
+    if (this.#ticking) {
+      this.#again = true;
+      return;
+    }
     this.#ticking = true;
     try {
-      const { outbox, workerId, timeoutMs, concurrency = 8 } = this.#options;
-      const free = concurrency - this.#inFlight.size;
-      const now = this.#now();
-      if (now - this.#prunedAt >= 3_600_000) {
-        this.#prunedAt = now;
-        outbox.prune(new Date(now - endedKeptMs));
-      }
-      const rows = free > 0 ? outbox.claim(workerId, free, now, now + timeoutMs + 30_000).filter((row) => !this.#inFlight.has(row.id)) : [];
-      for (const row of rows) {
-        const done = this.#deliver(row)
-          .catch((error: unknown) => this.#options.logger.error({ err: error, jobId: row.job_id, eventId: row.event_id }, 'webhook delivery failed unexpectedly'))
-          .finally(() => {
-            this.#inFlight.delete(row.id);
-            // The job's next change may be waiting for this one.
-            this.wake();
-          });
-        this.#inFlight.set(row.id, done);
-      }
+      do {
+        this.#again = false;
+        await this.#claimDue();
+      } while (this.#again && !this.#stopping.signal.aborted);
     } catch (error) {
       this.#options.logger.error({ err: error }, 'claiming webhook deliveries failed');
     } finally {
       this.#ticking = false;
-      this.#schedule();
+      await this.#schedule();
     }
   }
 
-  #schedule(): void {
+  async #claimDue(): Promise<void> {
+    const { outbox, workerId, timeoutMs, concurrency = 8 } = this.#options;
+    const free = concurrency - this.#inFlight.size;
+    const now = this.#now();
+    if (now - this.#prunedAt >= 3_600_000) {
+      this.#prunedAt = now;
+      await outbox.prune(new Date(now - endedKeptMs));
+    }
+    if (free <= 0 || this.#stopping.signal.aborted) return;
+    const rows = (await outbox.claim(workerId, free, now, now + timeoutMs + 30_000)).filter((row) => !this.#inFlight.has(row.id));
+    for (const row of rows) {
+      const done = this.#deliver(row)
+        .catch((error: unknown) => this.#options.logger.error({ err: error, jobId: row.job_id, eventId: row.event_id }, 'webhook delivery failed unexpectedly'))
+        .finally(() => {
+          this.#inFlight.delete(row.id);
+          // The job's next change may be waiting for this one.
+          this.wake();
+        });
+      this.#inFlight.set(row.id, done);
+    }
+  }
+
+  async #schedule(): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     const { pollMs = 1000, outbox } = this.#options;
     let delay = pollMs;
     try {
-      const due = outbox.nextDue();
+      const due = await outbox.nextDue();
       if (due !== undefined) delay = Math.min(pollMs, Math.max(0, due - this.#now()));
     } catch {
       // the poll retries
     }
+    if (this.#stopping.signal.aborted || this.#ticking) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.wake(), delay);
     this.#timer.unref();
@@ -237,18 +250,18 @@ export class WebhookSender {
     const log = { jobId: row.job_id, eventId: row.event_id, status: row.status, attempt: row.attempts + 1 };
     const result = await this.#attempt(row);
     if (this.#stopping.signal.aborted) {
-      outbox.release(row.id, workerId);
+      await outbox.release(row.id, workerId);
       return;
     }
     const now = new Date(this.#now());
     if (result.ok) {
-      outbox.delivered(row.id, workerId, now);
+      await outbox.delivered(row.id, workerId, now);
       logger.debug({ ...log, httpStatus: result.status }, 'webhook delivered');
       return;
     }
     const attempts = row.attempts + 1;
     const next = result.retry && attempts < this.#options.maxAttempts ? now.getTime() + retryDelayMs(attempts, this.#options.retryBaseMs, this.#random, result.retryAfterMs) : undefined;
-    outbox.attemptFailed(row.id, workerId, result.error, next, now);
+    await outbox.attemptFailed(row.id, workerId, result.error, next, now);
     if (next === undefined) logger.warn({ ...log, error: result.error }, `webhook not delivered: ${result.retry ? `gave up after ${attempts} attempts` : 'not retried'}`);
     else logger.info({ ...log, error: result.error, retryInMs: next - now.getTime() }, 'webhook attempt failed: retrying');
   }

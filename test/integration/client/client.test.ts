@@ -241,7 +241,7 @@ describe('with API keys', () => {
 
   it('sends the key as a bearer token; without it the server answers 401', async () => {
     keyed = await startTestApp();
-    const token = keyed.jobs.store.createApiKey('client-test').token;
+    const token = (await keyed.store.keys.create('client-test')).token;
     expect(await rejection(createClient({ baseUrl: keyed.url }).list())).toMatchObject({ status: 401, code: 'unauthorized' });
     expect(await rejection(createClient({ baseUrl: keyed.url, apiKey: 'wcs_wrong' }).list())).toMatchObject({ status: 401 });
     const client = createClient({ baseUrl: keyed.url, apiKey: token });

@@ -77,8 +77,8 @@ function execute(connection: KernelConnection, code: string): Promise<{ stdout: 
 describe("a job's Jupyter through the orchestrator", () => {
   it('answers only with the owner\'s key: the notebook UI, the API and kernel websockets work; run_code is recorded', async () => {
     app = await startTestApp();
-    const alice = app.jobs.store.createApiKey('alice').token;
-    const bob = app.jobs.store.createApiKey('bob').token;
+    const alice = (await app.store.keys.create('alice')).token;
+    const bob = (await app.store.keys.create('bob')).token;
     const base = app.url;
     const as = (key: string) => ({ authorization: `Bearer ${key}` });
 

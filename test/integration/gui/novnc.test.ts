@@ -149,8 +149,8 @@ describe("a job's desktop through the orchestrator", () => {
 
   it("with API keys: needs the owner's key or session, and a one-time link opens the desktop in the browser", async () => {
     app = await startTestApp();
-    const alice = app.jobs.store.createApiKey('alice').token;
-    const bob = app.jobs.store.createApiKey('bob').token;
+    const alice = (await app.store.keys.create('alice')).token;
+    const bob = (await app.store.keys.create('bob')).token;
     const auth = { authorization: `Bearer ${alice}` };
     const jobId = await schedule(auth);
     try {

@@ -392,8 +392,8 @@ describe('git credentials by API key', () => {
   });
 
   it("uses the job owner's own entry before the host's, and the host's for a key without one", async () => {
-    const team = keyed.jobs.store.createApiKey('team');
-    const other = keyed.jobs.store.createApiKey('other');
+    const team = await keyed.store.keys.create('team');
+    const other = await keyed.store.keys.create('other');
     // The host's entry holds a token the repository refuses: only the team key's own entry works.
     writeCredentials({ hosts: { [`127.0.0.1:${server.port}`]: { username, token: 'host-wide-token' } }, keys: { [team.id]: { [`127.0.0.1:${server.port}`]: { username, token } } } });
     const url = `${server.origin}/private.git`;

@@ -147,8 +147,8 @@ describe('the terminal websocket through the orchestrator', () => {
 
   it('with API keys: needs the key of the job owner, by header or by link', async () => {
     app = await startTestApp();
-    const owner = app.jobs.store.createApiKey('owner').token;
-    const other = app.jobs.store.createApiKey('other').token;
+    const owner = (await app.store.keys.create('owner')).token;
+    const other = (await app.store.keys.create('other')).token;
     const auth = { authorization: `Bearer ${owner}` };
     const { jobId, events } = await runningJob(auth);
     await expect(openTerminal(`${wsBase()}/jobs/${jobId}/terminal`)).rejects.toThrow(/^401/);
