@@ -7,6 +7,7 @@ import { isLoopbackName } from './api/origins.ts';
 import { loadConfig, type Config } from './config.ts';
 import { createLogger } from './util/logger.ts';
 import { JobService } from './jobs/job-service.ts';
+import { LocalEventBus } from './bus/local/local-bus.ts';
 import { openStore } from './store/index.ts';
 import type { Store } from './store/types.ts';
 import { workspaceDiskCheck } from './jobs/workspace-disk.ts';
@@ -64,7 +65,8 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     throw error;
   }
   const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
-  const jobs = new JobService({ config, store: store.jobs, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
+  const bus = new LocalEventBus();
+  const jobs = new JobService({ config, store: store.jobs, bus, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);
   const scheduler = new Scheduler({
@@ -79,6 +81,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   jobs.attachScheduler(scheduler);
   const watchdog = new Watchdog({
     getJob: (jobId) => store.jobs.get(jobId),
+    bus: jobs.bus,
     runningJobIds: () => scheduler.runningJobIds,
     stopJob: (jobId, reason) => scheduler.stopJob(jobId, reason),
     liveSandboxes: () => jobs.liveSandboxes(),
@@ -138,6 +141,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
       await server.close();
       await webhooks.stop();
       callbackPolicy.close();
+      await bus.close();
       await store.close();
     },
   };

@@ -1,8 +1,8 @@
 // A job's event log: every step (status change, model turn, tool call, tool result, ...) in order, persisted in the
-// job's context.db and announced on an in-process bus so that SSE followers see it at once. The log is append-only;
+// job's context.db and announced on the event bus (src/bus) so that followers (SSE streams, the watchdog) see it at once. The log is append-only;
 // `seq` is the SSE event id, so `Last-Event-ID` resumes exactly where a client left off.
-import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
+import type { EventBus } from '../bus/types.ts';
 import { migrate } from '../util/sqlite.ts';
 
 export const eventTypes = [
@@ -31,15 +31,6 @@ export interface JobEvent {
 /** What the agent loop and the worker need to record events. */
 export interface EventSink {
   append(type: JobEventType, step: number, data: Record<string, unknown>): JobEvent;
-}
-
-const bus = new EventEmitter();
-bus.setMaxListeners(0);
-
-/** Called with each new event of the job; returns an unsubscribe function. */
-export function onJobEvent(jobId: string, listener: (event: JobEvent) => void): () => void {
-  bus.on(jobId, listener);
-  return () => bus.off(jobId, listener);
 }
 
 const migrations = [
@@ -83,9 +74,12 @@ export class EventLog implements EventSink {
   readonly #db: Database.Database;
   readonly #insert: Database.Statement<[string, number, string, string, number | null, number | null]>;
   readonly #after: Database.Statement<[number, number], { seq: number; type: JobEventType; step: number; time: string; data: string }>;
+  readonly #bus: EventBus | undefined;
 
-  constructor(jobId: string, dbPath: string, options: { readonly?: boolean } = {}) {
+  /** `bus`: where appended events are announced (a log only read, or one nobody follows, needs none). */
+  constructor(jobId: string, dbPath: string, options: { readonly?: boolean; bus?: EventBus } = {}) {
     this.jobId = jobId;
+    this.#bus = options.bus;
     this.#db = new Database(dbPath, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
     this.#db.pragma('busy_timeout = 5000');
     if (!options.readonly) {
@@ -101,7 +95,7 @@ export class EventLog implements EventSink {
     const time = new Date().toISOString();
     const row = this.#insert.get(type, step, time, JSON.stringify(data), size?.tokens ?? null, size?.chars ?? null) as { seq: number };
     const event: JobEvent = { seq: row.seq, job_id: this.jobId, type, step, time, data };
-    bus.emit(this.jobId, event);
+    this.#bus?.publish({ job_id: this.jobId, seq: event.seq, type });
     return event;
   }
 

@@ -8,6 +8,8 @@ import type { Config } from '../config.ts';
 import type { Sandbox } from '../runtimes/types.ts';
 import { notFound, conflict, errorMessage, invalidRequest, WorkcellError } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
+import { LocalEventBus } from '../bus/local/local-bus.ts';
+import type { EventBus } from '../bus/types.ts';
 import { EventLog } from './event-log.ts';
 import { writeJobArtifacts } from './job-artifacts.ts';
 import { resolveJobLimits } from './job-limits.ts';
@@ -61,6 +63,7 @@ export class JobService {
   readonly #config: Config;
   readonly #store: JobStore;
   readonly #logger: Logger;
+  readonly #bus: EventBus;
   readonly #validateModel: (spec: string) => void;
   #scheduler: Scheduler | undefined;
   readonly #live = new Map<string, Sandbox>();
@@ -68,10 +71,12 @@ export class JobService {
   readonly #ending = new Map<string, Promise<void>>();
   #callbackPolicy: CallbackPolicy | undefined;
 
-  constructor(options: { config: Config; store: JobStore; logger: Logger; callbackPolicy?: CallbackPolicy; validateModel?: (spec: string) => void }) {
+  /** `bus`: where new events are announced; the app passes its own, a process of its own gets a local one. */
+  constructor(options: { config: Config; store: JobStore; bus?: EventBus; logger: Logger; callbackPolicy?: CallbackPolicy; validateModel?: (spec: string) => void }) {
     this.#callbackPolicy = options.callbackPolicy;
     this.#config = options.config;
     this.#store = options.store;
+    this.#bus = options.bus ?? new LocalEventBus();
     this.#logger = options.logger;
     this.#validateModel = options.validateModel ?? (() => {});
   }
@@ -80,9 +85,13 @@ export class JobService {
     return this.#store;
   }
 
-  /** The job's event log. The caller closes it. */
+  get bus(): EventBus {
+    return this.#bus;
+  }
+
+  /** The job's event log, announcing what is appended to it on the bus. The caller closes it. */
   openEvents(jobId: string): EventLog {
-    return new EventLog(jobId, this.paths(jobId).contextDb);
+    return new EventLog(jobId, this.paths(jobId).contextDb, { bus: this.#bus });
   }
 
   get config(): Config {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { LocalEventBus } from '../bus/local/local-bus.ts';
 import type { Sandbox } from '../runtimes/types.ts';
 import { EventLog } from './event-log.ts';
 import type { Job, JobStatus } from '../store/types.ts';
@@ -32,10 +33,13 @@ function fakeSandbox(jobId: string): Sandbox & { destroyed: number } {
   return sandbox;
 }
 
+const bus = new LocalEventBus();
+
 function watchdog(overrides: Partial<WatchdogOptions>) {
   const stops: Array<[string, JobStop]> = [];
   const options: WatchdogOptions = {
     getJob: async () => undefined,
+    bus,
     runningJobIds: () => [],
     stopJob: (jobId, reason) => {
       stops.push([jobId, reason]);
@@ -55,7 +59,7 @@ describe('Watchdog: idle jobs', () => {
     const jobs = new Map([['job_a', job('job_a', 'running', 2)], ['job_b', job('job_b', 'running')]]);
     const live = new Map<string, Sandbox>([['job_a', fakeSandbox('job_a')], ['job_b', fakeSandbox('job_b')]]);
     const { dog, stops } = watchdog({ getJob: async (id) => jobs.get(id), runningJobIds: () => [...jobs.keys()], liveSandboxes: () => live, defaultIdleTimeS: 5 });
-    const log = new EventLog('job_a', join(dir, 'a.db'));
+    const log = new EventLog('job_a', join(dir, 'a.db'), { bus });
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
       vi.setSystemTime(1_000_000);

@@ -7,14 +7,16 @@
 // Wall time and step limits are enforced by the job runner and the agent loop themselves. The watchdog only ever
 // stops jobs of this worker (through the scheduler) and destroys sandboxes this process created.
 import type { Logger } from 'pino';
+import type { EventBus } from '../bus/types.ts';
 import type { SandboxRuntime, Sandbox } from '../runtimes/types.ts';
-import { onJobEvent } from './event-log.ts';
 import { finishedStatuses, type Job } from '../store/types.ts';
 import { JobStop } from './scheduler.ts';
 
 export interface WatchdogOptions {
   /** The job's row (its limits and status). */
   getJob: (jobId: string) => Promise<Job | undefined>;
+  /** Where the jobs' new events are announced: an event is progress. */
+  bus: Pick<EventBus, 'subscribe'>;
   /** Jobs this worker is running now. */
   runningJobIds: () => readonly string[];
   stopJob: (jobId: string, reason: JobStop) => boolean;
@@ -93,7 +95,7 @@ export class Watchdog {
       let activity = this.#activity.get(jobId);
       if (activity === undefined) {
         const tracked: Activity = { lastEventAt: now, stopped: false, unsubscribe: () => {} };
-        tracked.unsubscribe = onJobEvent(jobId, () => (tracked.lastEventAt = Date.now()));
+        tracked.unsubscribe = this.#options.bus.subscribe(jobId, () => (tracked.lastEventAt = Date.now()));
         this.#activity.set(jobId, tracked);
         activity = tracked;
       }

@@ -2,7 +2,7 @@
 // Last-Event-ID or ?after=), then follows live until the job ends. `id:` is the event's seq, `event:` its type.
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { onJobEvent, type JobEvent } from '../../jobs/event-log.ts';
+import type { JobEvent } from '../../jobs/event-log.ts';
 import { finishedStatuses, type JobStatus } from '../../store/types.ts';
 import { invalidRequest } from '../../errors.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
@@ -87,7 +87,7 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       request.raw.on('close', close);
       // A revoked key ends its streams.
       forget = context.connections.add(request.owner, close);
-      unsubscribe = onJobEvent(job.id, () => {
+      unsubscribe = context.jobs.bus.subscribe(job.id, () => {
         if (drain()) close();
       });
       // A client that has read up to the end already (Last-Event-ID is the final event) gets no more to wait for.

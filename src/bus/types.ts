@@ -1,0 +1,19 @@
+// The event bus: how whoever follows a job (an SSE stream, the watchdog) learns at once that the job's event log
+// has a new event. A notice is a wake-up, not the event: followers read the events themselves from the job's log,
+// from where they left off, so a notice lost or repeated costs nothing but a moment. One implementation per folder:
+// `local/` (one process).
+
+export interface EventNotice {
+  job_id: string;
+  /** The new event's seq in the job's log. */
+  seq: number;
+  type: string;
+}
+
+export interface EventBus {
+  /** Announces an event that has been written to its job's log. Never throws. */
+  publish(notice: EventNotice): void;
+  /** Calls `listener` with each notice of the job from now on; returns the function that unsubscribes. */
+  subscribe(jobId: string, listener: (notice: EventNotice) => void): () => void;
+  close(): Promise<void>;
+}
