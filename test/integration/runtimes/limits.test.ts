@@ -1,8 +1,11 @@
 // The isolation suite's limit cases on every runtime, through the agent's tool plumbing (what the model would read):
 // a fork bomb is refused at the pids limit, the agent is told and the sandbox recovers; a memory bomb is stopped at
-// the memory limit and the agent is told. One sandbox per runtime, the fork bomb first: under gVisor the memory limit
-// stops the whole sandbox (gVisor's memory is one host cgroup: the host's OOM killer takes the sandbox, not a process
-// in it), which the test checks instead of recovery.
+// the memory limit and the agent is told. One sandbox per runtime, the fork bomb first; gVisor's memory bomb gets a
+// sandbox of its own. gVisor's memory is one host cgroup, and gVisor also enforces the same limit inside: depending
+// on which is reached first (runsc versions differ: Debian 12's 2022 build, Debian 13's 2024 one), the allocation
+// fails inside gVisor while the host's OOM killer takes one of gVisor's processes, or the host's OOM killer takes
+// the whole sandbox after reclaiming what it can, which has taken up to two minutes under runsc 2024. Either way the
+// agent is told; the test accepts both, and checks recovery when the sandbox survived.
 import { describe, expect, it } from 'vitest';
 import { runTool, type ToolRunResult } from '../../../src/agent/tools/run-tool.ts';
 import { limitWatch } from '../../../src/jobs/run-job.ts';
@@ -51,20 +54,35 @@ except OSError as error:
       }
     }, timeout);
 
-    it('memory bomb: stopped at the memory limit, and the agent is told', async () => {
-      const bomb = await shell(sandbox(), 'python3 -c "chunks = []\nwhile True: chunks.append(bytearray(8 * 1024 * 1024))"; echo "exit $?"', timeout - 10_000);
-      expect(bomb.limitsHit).toEqual(['memory']);
-      expect(bomb.output).toContain(`[limit] a process was killed: the sandbox's memory limit (${small.memoryMb} MB) was reached.`);
-      if (runtimeCase.name === 'gvisor') {
-        // The whole gVisor sandbox is stopped; the host and other sandboxes are not touched.
-        await sandbox().sandbox.exited;
-        expect((await sandbox().sandbox.limitCounters!()).oomKills).toBeGreaterThan(0);
-        return;
-      }
-      expect(bomb.output).toMatch(/exit 137/);
-      const next = await shell(sandbox(), 'echo fine', timeout - 10_000);
-      expect(next.output).toMatch(/fine/);
-      expect(next.limitsHit).toBeUndefined();
-    }, timeout);
+    if (runtimeCase.name !== 'gvisor') {
+      it('memory bomb: stopped at the memory limit, and the agent is told', async () => {
+        const bomb = await memoryBomb(sandbox(), timeout - 10_000);
+        expect(bomb.output).toMatch(/exit 137/);
+        const next = await shell(sandbox(), 'echo fine', timeout - 10_000);
+        expect(next.output).toMatch(/fine/);
+        expect(next.limitsHit).toBeUndefined();
+      }, timeout);
+    }
   });
 }
+
+async function memoryBomb(fixture: RuntimeSandbox, timeoutMs: number): Promise<ToolRunResult> {
+  const bomb = await shell(fixture, 'python3 -c "chunks = []\nwhile True: chunks.append(bytearray(8 * 1024 * 1024))"; echo "exit $?"', timeoutMs);
+  expect(bomb.limitsHit).toEqual(['memory']);
+  expect(bomb.output).toMatch(new RegExp(`\\[limit\\] (a process was|\\d+ processes were) killed: the sandbox's memory limit \\(${small.memoryMb} MB\\) was reached\\.`));
+  return bomb;
+}
+
+const gvisorSkip = await skipReason('gvisor');
+describe.skipIf(gvisorSkip !== undefined)('memory limit on gvisor', () => {
+  const timeout = 600_000;
+  const sandbox = useRuntimeSandbox('gvisor', timeout, { limits: small });
+
+  it('memory bomb: stopped at the memory limit, and the agent is told', async () => {
+    await memoryBomb(sandbox(), timeout - 10_000);
+    expect((await sandbox().sandbox.limitCounters!()).oomKills).toBeGreaterThan(0);
+    // Either the sandbox works on, or it was taken whole (perhaps only now): then it has exited.
+    const next = await shell(sandbox(), 'echo fine', timeout - 10_000);
+    if (!/fine/.test(next.output)) await sandbox().sandbox.exited;
+  }, timeout);
+});
