@@ -28,6 +28,7 @@ packages=(
   lz4        # the microVM kernel's LZ4 decoder against the real tool (src/runtimes/microvm/microvm.test.ts)
   vim        # a full-screen program the shell closes (src/sandboxd/shell/bash-session.test.ts)
   mount      # mount, umount: workspace disks, the bwrap run directory, the reaper's tests
+  postgresql # the Postgres store (WORKCELL_DATABASE_URL); its tests start their own cluster (initdb, a free port)
 )
 # Docker, for the docker and gvisor runtimes and their tests, which start dockerd themselves when none is running
 # (nothing here starts it). Where Docker came some other way (docker-ce conflicts with docker.io), it is left alone.
@@ -52,8 +53,12 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Postgres's programs, not a database server running on this machine: Debian would create and start a cluster.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    mkdir -p /etc/postgresql-common && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+  fi
   apt-get -o DPkg::Lock::Timeout=600 update -q
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # --- the microVM guest kernel ------------------------------------------------------------------------------
