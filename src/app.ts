@@ -57,7 +57,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   const disk = await workspaceDiskCheck(config, config.dataDir);
   if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
   logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
-  const store = openStore(config);
+  const store = await openStore(config);
   try {
     assertListenAllowed(config, await store.keys.hasKeys());
   } catch (error) {
@@ -152,7 +152,7 @@ export async function openApiDocument(): Promise<unknown> {
   const dataDir = await mkdtemp(join(tmpdir(), 'workcell-openapi-'));
   const config = loadConfig({}, { dataDir });
   const logger = createLogger('silent');
-  const store = openStore(config);
+  const store = await openStore(config);
   try {
     const server = await buildServer({ config, jobs: new JobService({ config, store: store.jobs, logger }), keys: store.keys, logger });
     await server.ready();

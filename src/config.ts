@@ -36,6 +36,11 @@ function allowList(entriesAre: string) {
 
 export const configSchema = z.object({
   dataDir: z.string().min(1).default(defaultDataDir).describe('WORKCELL_DATA_DIR: workcell.db and jobs/<id>/ live here'),
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\/./, 'a postgres:// or postgresql:// URL, e.g. postgresql://workcell:<password>@db.example.com:5432/workcell')
+    .optional()
+    .describe('WORKCELL_DATABASE_URL: keep jobs, API keys and the webhook outbox in this Postgres database, shared by every API replica and worker (default: none, SQLite in the data dir)'),
   host: z.string().min(1).default('127.0.0.1').describe('WORKCELL_HOST: address the API listens on (loopback by default)'),
   port: integer(0, 65535).default(8080).describe('WORKCELL_PORT: API port'),
   publicUrl: z.url().optional().describe('WORKCELL_PUBLIC_URL: the URL clients use to reach the API (download links, and the Host and Origin the API accepts besides loopback names); default: from the request'),
@@ -133,6 +138,7 @@ export type Config = z.infer<typeof configSchema>;
 
 const envNames: Record<keyof Config, string> = {
   dataDir: 'WORKCELL_DATA_DIR',
+  databaseUrl: 'WORKCELL_DATABASE_URL',
   host: 'WORKCELL_HOST',
   port: 'WORKCELL_PORT',
   publicUrl: 'WORKCELL_PUBLIC_URL',

@@ -344,7 +344,7 @@ program
     else console.log(path);
   });
 
-const keys = program.command('keys').description('API keys (local administration: works on the data dir, not through the API)');
+const keys = program.command('keys').description("API keys (local administration: works on the server's store, WORKCELL_DATABASE_URL or else the data dir, not through the API)");
 const openKeyStore = async (dataDir?: string) => {
   const [{ loadConfig }, { openStore }] = await Promise.all([import('../config.ts'), import('../store/index.ts')]);
   return openStore(loadConfig(process.env, dataDir === undefined ? {} : { dataDir }));
