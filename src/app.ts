@@ -7,7 +7,8 @@ import { isLoopbackName } from './api/origins.ts';
 import { loadConfig, type Config } from './config.ts';
 import { createLogger } from './util/logger.ts';
 import { JobService } from './jobs/job-service.ts';
-import { LocalEventBus } from './bus/local/local-bus.ts';
+import { openEventBus } from './bus/index.ts';
+import type { EventBus } from './bus/types.ts';
 import { openStore } from './store/index.ts';
 import type { Store } from './store/types.ts';
 import { workspaceDiskCheck } from './jobs/workspace-disk.ts';
@@ -58,14 +59,15 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
   logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
   const store = await openStore(config);
+  let bus: EventBus;
   try {
     assertListenAllowed(config, await store.keys.hasKeys());
+    bus = await openEventBus(config, logger.child({ component: 'bus' }));
   } catch (error) {
     await store.close();
     throw error;
   }
   const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
-  const bus = new LocalEventBus();
   const jobs = new JobService({ config, store: store.jobs, bus, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const runtimes = createRuntimes(config, logger);

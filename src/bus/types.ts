@@ -1,7 +1,7 @@
 // The event bus: how whoever follows a job (an SSE stream, the watchdog) learns at once that the job's event log
 // has a new event. A notice is a wake-up, not the event: followers read the events themselves from the job's log,
 // from where they left off, so a notice lost or repeated costs nothing but a moment. One implementation per folder:
-// `local/` (one process).
+// `local/` (one process), `postgres/` (LISTEN/NOTIFY: every process on every host that shares the database).
 
 export interface EventNotice {
   job_id: string;
