@@ -135,11 +135,18 @@ async function addZipEntry(zip: ZipFile, entry: ZipEntry, tree: UploadTree): Pro
     return tree.symlink('archive entry', name, text);
   }
   // The declared size is checked before reading; yauzl fails the stream if the data holds more (validateEntrySizes).
+  // It may fail before the tree starts reading (the tree makes the file first, while zlib already inflates into
+  // the stream): the error is kept by the stream and thrown by the tree's read, never left unheard (which would end
+  // the process).
+  const content = await zip.openReadStreamPromise(entry);
+  content.on('error', () => undefined);
   try {
-    await tree.file('archive entry', name, await zip.openReadStreamPromise(entry), { ...options, declaredSize: entry.uncompressedSize });
+    await tree.file('archive entry', name, content, { ...options, declaredSize: entry.uncompressedSize });
   } catch (error) {
     if (error instanceof WorkcellError) throw error;
     throw refuseEntry('archive entry', name, `cannot be read (${error instanceof Error ? error.message : String(error)}): refused`);
+  } finally {
+    content.destroy();
   }
 }
 
