@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { rename, rm, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
+import type { SandboxdChannel } from '../runtimes/sandboxd-client.ts';
 import type { Sandbox } from '../runtimes/types.ts';
 import { notFound, conflict, errorMessage, invalidRequest, WorkcellError } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
@@ -102,9 +103,17 @@ export class JobService {
     this.#scheduler = scheduler;
   }
 
-  /** The sandbox of a job running in this process, for the desktop, Jupyter and terminal proxies. */
+  /** The sandbox of a job running in this process (the watchdog's and the job runner's). */
   liveSandbox(jobId: string): Sandbox | undefined {
     return this.#live.get(jobId);
+  }
+
+  /**
+   * The way to a running job's sandboxd for the API's routes (files, desktop, Jupyter, terminal). Undefined while no
+   * sandbox is up for it here (it is starting or stopping, or runs in another process).
+   */
+  sandboxChannel(job: Job): SandboxdChannel | undefined {
+    return this.#live.get(job.id)?.client;
   }
 
   /** Every job's sandbox live in this process, by job id (the watchdog destroys those whose job is gone). */

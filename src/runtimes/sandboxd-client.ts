@@ -17,10 +17,36 @@ export class SandboxdError extends Error {
 
 export type SandboxdAddress = { socketPath: string } | { host: string; port: number };
 
+/**
+ * The raw HTTP way to a sandbox's sandboxd that the API's routes use (files, the desktop, Jupyter, the terminal): a
+ * SandboxdClient when the sandbox is in this process, or a RemoteSandboxdChannel (src/jobs/remote) through the
+ * internal route of the worker that holds it.
+ */
+export interface SandboxdChannel {
+  /** A request with a streamed body; resolves with the raw response, which the caller owns. */
+  forward(options: ForwardOptions): Promise<IncomingMessage>;
+  /** An HTTP upgrade (a websocket): the 101 response, its socket and the bytes after it; or the refusal, without a socket. */
+  upgrade(path: string, headers: OutgoingHttpHeaders): Promise<UpgradeResult>;
+}
+
+export interface ForwardOptions {
+  method: string;
+  path: string;
+  headers: OutgoingHttpHeaders;
+  body?: Readable;
+  signal?: AbortSignal;
+}
+
+export interface UpgradeResult {
+  response: IncomingMessage;
+  socket?: Socket;
+  head?: Buffer;
+}
+
 /** Largest response body accepted from sandboxd (file contents and shell output are capped below this). */
 const maxResponseBytes = 64 * 1024 * 1024;
 
-export class SandboxdClient {
+export class SandboxdClient implements SandboxdChannel {
   readonly #address: SandboxdAddress;
   readonly #token: string;
   readonly #agent = new Agent({ keepAlive: true, maxSockets: 16 });
@@ -61,7 +87,7 @@ export class SandboxdClient {
    * Sends a request whose body is a stream and resolves with the raw response: for proxying people's requests to
    * the sandbox's services (/v1/services/...). The caller owns the response stream.
    */
-  forward(options: { method: string; path: string; headers: OutgoingHttpHeaders; body?: Readable; signal?: AbortSignal }): Promise<IncomingMessage> {
+  forward(options: ForwardOptions): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = request({ ...this.#target(), agent: this.#agent, method: options.method, path: options.path, signal: options.signal, headers: { ...options.headers, authorization: `Bearer ${this.#token}` } }, resolve);
       req.on('error', (error) => reject(new SandboxdError('unreachable', `cannot reach sandboxd: ${error.message}`, { cause: error })));
@@ -75,7 +101,7 @@ export class SandboxdClient {
    * Opens an HTTP upgrade (a websocket) to `path`. Resolves with the 101 response, its socket and the bytes that
    * followed it; or, when sandboxd refused, with the refusal as a plain response (no socket).
    */
-  upgrade(path: string, headers: OutgoingHttpHeaders): Promise<{ response: IncomingMessage; socket?: Socket; head?: Buffer }> {
+  upgrade(path: string, headers: OutgoingHttpHeaders): Promise<UpgradeResult> {
     return new Promise((resolve, reject) => {
       // No agent: an upgraded socket leaves the pool for good.
       const req = request({ ...this.#target(), method: 'GET', path, headers: { ...headers, connection: 'Upgrade', authorization: `Bearer ${this.#token}` } });

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { knownContentTypes, isEtag } from '../sandboxd/files/file-content.ts';
 import { PreconditionFailed, type Preconditions, type RawFileDeleteResponse, type RawFileWriteResponse, type RawGetResult } from '../sandboxd/files/raw-files.ts';
 import { errorResponse, rawDirectoryListing, rawFileDeleteResponse, rawFilesPath, rawFileWriteResponse } from '../sandboxd/protocol.ts';
-import { SandboxdError, type SandboxdClient } from './sandboxd-client.ts';
+import { SandboxdError, type SandboxdChannel } from './sandboxd-client.ts';
 
 /** A listing of maxRawListingEntries entries is about 3 MB; nothing else sandboxd sends here as JSON comes close. */
 const maxJsonBytes = 16 * 1024 * 1024;
@@ -51,7 +51,7 @@ async function failure(response: IncomingMessage): Promise<never> {
   throw new SandboxdError(code, message);
 }
 
-export async function getSandboxFile(client: SandboxdClient, path: string, options: { ifNoneMatch?: string | undefined; etags?: 'budget' | 'all'; headOnly?: boolean; signal?: AbortSignal } = {}): Promise<RawGetResult> {
+export async function getSandboxFile(client: SandboxdChannel, path: string, options: { ifNoneMatch?: string | undefined; etags?: 'budget' | 'all'; headOnly?: boolean; signal?: AbortSignal } = {}): Promise<RawGetResult> {
   const response = await client.forward({
     method: options.headOnly === true ? 'HEAD' : 'GET',
     path: routePath(path, options.etags === undefined ? {} : { etags: options.etags }),
@@ -86,7 +86,7 @@ export async function getSandboxFile(client: SandboxdClient, path: string, optio
   return { kind: 'file', path, etag, size, mtime: new Date(mtime).toISOString(), mode: mode & 0o7777, contentType, body: response };
 }
 
-export async function putSandboxFile(client: SandboxdClient, path: string, body: Readable, options: Preconditions & { maxBytes: number; declaredBytes?: number | undefined; signal?: AbortSignal }): Promise<RawFileWriteResponse> {
+export async function putSandboxFile(client: SandboxdChannel, path: string, body: Readable, options: Preconditions & { maxBytes: number; declaredBytes?: number | undefined; signal?: AbortSignal }): Promise<RawFileWriteResponse> {
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
   if (options.ifMatch !== undefined) headers['if-match'] = options.ifMatch;
   if (options.ifNoneMatch !== undefined) headers['if-none-match'] = options.ifNoneMatch;
@@ -99,7 +99,7 @@ export async function putSandboxFile(client: SandboxdClient, path: string, body:
   return parsed.data;
 }
 
-export async function deleteSandboxFile(client: SandboxdClient, path: string, options: Preconditions & { signal?: AbortSignal } = {}): Promise<RawFileDeleteResponse> {
+export async function deleteSandboxFile(client: SandboxdChannel, path: string, options: Preconditions & { signal?: AbortSignal } = {}): Promise<RawFileDeleteResponse> {
   const headers: Record<string, string> = {};
   if (options.ifMatch !== undefined) headers['if-match'] = options.ifMatch;
   if (options.ifNoneMatch !== undefined) headers['if-none-match'] = options.ifNoneMatch;

@@ -67,9 +67,9 @@ export function registerDiffRoutes(app: ZodApp, context: ApiContext): void {
 
   function sourceFor(job: Job): WorkspaceSource {
     if (job.status === 'running') {
-      const sandbox = context.jobs.liveSandbox(job.id);
-      if (sandbox === undefined) throw new WorkcellError('conflict', `job ${job.id} is running but its sandbox is not up here (starting or stopping, or in another server process): try again in a moment`);
-      return { get: (path, options) => getSandboxFile(sandbox.client, path, options) };
+      const channel = context.jobs.sandboxChannel(job);
+      if (channel === undefined) throw new WorkcellError('conflict', `job ${job.id} is running but its sandbox is not up (starting or stopping): try again in a moment`);
+      return { get: (path, options) => getSandboxFile(channel, path, options) };
     }
     const files = new WorkspaceRawFiles(context.jobs.paths(job.id).workspace);
     return { get: (path, options) => files.get(path, options) };

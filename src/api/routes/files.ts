@@ -17,7 +17,7 @@ import { appendApiFileEntry, type FileOperation } from '../../jobs/audit-log.ts'
 import { scheduleArtifactsRefresh } from '../../jobs/job-artifacts.ts';
 import { hostFileCaps, sandboxLimits } from '../../jobs/job-limits.ts';
 import type { Job } from '../../store/types.ts';
-import { SandboxdError, type SandboxdClient } from '../../runtimes/sandboxd-client.ts';
+import { SandboxdError, type SandboxdChannel } from '../../runtimes/sandboxd-client.ts';
 import { deleteSandboxFile, getSandboxFile, putSandboxFile } from '../../runtimes/sandboxd-files.ts';
 import { SandboxdToolError } from '../../sandboxd/errors.ts';
 import { activeContentTypes, HashCache } from '../../sandboxd/files/file-content.ts';
@@ -58,7 +58,7 @@ const contentHeaders = {
   'cache-control': 'no-cache',
 };
 
-type Backend = { kind: 'sandbox'; client: SandboxdClient } | { kind: 'host'; files: WorkspaceRawFiles; job: Job };
+type Backend = { kind: 'sandbox'; client: SandboxdChannel } | { kind: 'host'; files: WorkspaceRawFiles; job: Job };
 
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
@@ -136,12 +136,12 @@ export function registerFileRoutes(app: ZodApp, context: ApiContext): void {
   /** Where the job's files are now: its sandbox while it runs, the host's copy once it has ended (or before it starts, read-only). */
   function backendFor(job: Job, reply: FastifyReply, writing: boolean): Backend {
     if (job.status === 'running') {
-      const sandbox = context.jobs.liveSandbox(job.id);
-      if (sandbox === undefined) {
+      const channel = context.jobs.sandboxChannel(job);
+      if (channel === undefined) {
         reply.header('retry-after', String(sandboxRetrySeconds));
-        throw new WorkcellError('conflict', `job ${job.id} is running but its sandbox is not up here (it is starting or stopping, or runs in another server process): try again in a moment`);
+        throw new WorkcellError('conflict', `job ${job.id} is running but its sandbox is not up (it is starting or stopping): try again in a moment`);
       }
-      return { kind: 'sandbox', client: sandbox.client };
+      return { kind: 'sandbox', client: channel };
     }
     if (job.status === 'pending' && writing) {
       throw new WorkcellError('conflict', `job ${job.id} has not started yet: its workspace takes changes once it runs (through its sandbox) or after it ends; to start it with files, send them with POST /schedule (multipart/form-data)`);

@@ -163,9 +163,9 @@ async function servicePage(context: ApiContext, request: FastifyRequest<{ Params
     const ws = `jobs/${job.id}/desktop/websockify`;
     return reply.code(302).header('location', `/jobs/${job.id}/desktop/vnc.html?path=${encodeURIComponent(ws)}&autoconnect=1&resize=remote&reconnect=1`).send();
   }
-  const sandbox = context.jobs.liveSandbox(job.id);
-  if (sandbox === undefined) throw conflict(`job ${job.id} is ${job.status}: its ${service} exists only while the job runs`);
-  const upstream = await sandbox.client.forward({
+  const channel = context.jobs.sandboxChannel(job);
+  if (channel === undefined) throw conflict(`job ${job.id} is ${job.status}: its ${service} exists only while the job runs`);
+  const upstream = await channel.forward({
     method: request.method,
     path: sandboxPath(service, request.url),
     headers: { ...forwardedHeaders(request.headers), [basePathHeader]: `/jobs/${job.id}/${service}/` },
@@ -265,10 +265,10 @@ async function upgrade(context: ApiContext, request: IncomingMessage, socket: Du
   } catch {
     return refuse(socket, 404, `no job with id ${JSON.stringify(jobId)}`);
   }
-  const sandbox = context.jobs.liveSandbox(job.id);
-  if (sandbox === undefined) return refuse(socket, 409, `job ${job.id} is ${job.status}: it has no sandbox to connect to`);
+  const channel = context.jobs.sandboxChannel(job);
+  if (channel === undefined) return refuse(socket, 409, `job ${job.id} is ${job.status}: it has no sandbox to connect to`);
   const headers = { ...forwardedHeaders(request.headers), upgrade: request.headers.upgrade ?? 'websocket', [basePathHeader]: `/jobs/${jobId}/${kind}/` };
-  const { response, socket: upstream, head: upstreamHead } = await sandbox.client.upgrade(sandboxPath(kind, withoutLink(url)), headers);
+  const { response, socket: upstream, head: upstreamHead } = await channel.upgrade(sandboxPath(kind, withoutLink(url)), headers);
   if (upstream === undefined) {
     response.on('error', () => undefined);
     response.resume();
