@@ -1,5 +1,6 @@
-// The application, wired in one place: the job store, the API, the worker (scheduler, job runner, watchdog), lifecycle
-// hooks and retention, from one Config. `workcell serve` starts it (cli/serve.ts); tests and benchmarks start it too.
+// The application, wired in one place: the job store, the event bus, the API, the worker (scheduler, job runner,
+// watchdog, internal route), lifecycle hooks and retention, from one Config and a role. `workcell serve` and
+// `workcell worker` start it (cli/serve.ts); tests and benchmarks start it too.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildServer } from './api/server.ts';
@@ -19,6 +20,8 @@ import { RetentionSweeper } from './jobs/retention.ts';
 import { CallbackPolicy } from './jobs/webhooks/callback-url.ts';
 import { WebhookSender } from './jobs/webhooks/webhook-sender.ts';
 import { createRuntimes } from './runtimes/index.ts';
+import { internalSecretName, workerIdWithAddress } from './jobs/remote/internal-auth.ts';
+import { startInternalServer } from './jobs/remote/internal-server.ts';
 import { resolveModel } from './agent/models/resolve-model.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -31,8 +34,12 @@ export interface App {
   server: FastifyInstance;
   jobs: JobService;
   scheduler: Scheduler;
-  /** The API's base URL once listening. */
+  /** The API's base URL once listening ('' when it does not: a worker, or listen: false). */
   url: string;
+  /** This process's worker (undefined for an API without one). */
+  workerId: string | undefined;
+  /** Where the worker's internal route listens (with a Postgres store only). */
+  internalUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -51,8 +58,22 @@ export function assertListenAllowed(config: Pick<Config, 'host' | 'publicUrl' | 
   }
 }
 
+/**
+ * What a process does: `all` (the API and a worker: `workcell serve`), `api` (`serve --no-worker`: answers clients,
+ * runs no job) or `worker` (`workcell worker`: claims and runs jobs, with no public API). Several processes share one
+ * Postgres store (WORKCELL_DATABASE_URL) and one data dir; a worker then opens its internal route, through which the
+ * API processes reach the sandboxes it holds.
+ */
+export type Role = 'all' | 'api' | 'worker';
+
 /** Builds and starts everything; `listen: false` builds the API without opening a port (tests use inject()). */
-export async function startApp(config: Config, logger: Logger, options: { listen?: boolean } = {}): Promise<App> {
+export async function startApp(config: Config, logger: Logger, options: { listen?: boolean; role?: Role } = {}): Promise<App> {
+  const role = options.role ?? 'all';
+  const api = role !== 'worker';
+  const worker = role !== 'api';
+  if (role !== 'all' && config.databaseUrl === undefined) {
+    throw new Error(`refusing to start ${role === 'api' ? 'an API without a worker' : 'a worker without an API'}: the two find each other through a shared Postgres store, set WORKCELL_DATABASE_URL (SQLite serves one process: run \`workcell serve\`)`);
+  }
   // Every job's workspace is held to its disk_mb (a secure default): a host that cannot do it is refused here, with
   // what to do, rather than failing each job at its start (a container without loop devices looks like that).
   const disk = await workspaceDiskCheck(config, config.dataDir);
@@ -61,7 +82,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   const store = await openStore(config);
   let bus: EventBus;
   try {
-    assertListenAllowed(config, await store.keys.hasKeys());
+    if (api) assertListenAllowed(config, await store.keys.hasKeys());
     bus = await openEventBus(config, logger.child({ component: 'bus' }));
   } catch (error) {
     await store.close();
@@ -69,7 +90,14 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   }
   const callbackPolicy = new CallbackPolicy({ allowPrivate: config.callbackAllowPrivate });
   const jobs = new JobService({ config, store: store.jobs, bus, logger, callbackPolicy, validateModel: (spec) => void resolveModel(spec, config, { fromJob: true }) });
-  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  // Processes on one Postgres reach each other's sandboxes through workers' internal routes (src/jobs/remote).
+  const internalSecret = config.databaseUrl === undefined ? undefined : await store.keys.serverSecret(internalSecretName);
+  const internal =
+    worker && internalSecret !== undefined
+      ? await startInternalServer({ host: config.internalHost, port: config.internalPort, secret: internalSecret, liveSandbox: (jobId) => jobs.liveSandbox(jobId), logger: logger.child({ component: 'internal-route' }) })
+      : undefined;
+  const workerId = workerIdWithAddress(`${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`, internal && (config.internalUrl ?? internal.url));
+  if (internalSecret !== undefined) jobs.attachInternalRoute({ secret: internalSecret, workerId: worker ? workerId : undefined });
   const runtimes = createRuntimes(config, logger);
   const scheduler = new Scheduler({
     store: store.jobs,
@@ -80,7 +108,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
     onExpired: (job) => jobs.recoverExpired(job),
   });
-  jobs.attachScheduler(scheduler);
+  if (worker) jobs.attachScheduler(scheduler);
   const watchdog = new Watchdog({
     getJob: (jobId) => store.jobs.get(jobId),
     bus: jobs.bus,
@@ -93,15 +121,16 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     logger: logger.child({ workerId, component: 'watchdog' }),
   });
   // What sandboxes of servers that died left behind goes before this server starts its own.
-  await watchdog.reapOrphans();
+  if (worker) await watchdog.reapOrphans();
   const server = await buildServer({ config, jobs, keys: store.keys, logger });
   let url = '';
-  if (options.listen ?? true) {
+  if (api && (options.listen ?? true)) {
     url = await server.listen({ host: config.host, port: config.port });
   } else {
     await server.ready();
   }
-  // Lifecycle hooks: the store's triggers fill the outbox in the transaction of each status change; this sends it.
+  // Lifecycle hooks: the store's triggers fill the outbox in the transaction of each status change; this sends it
+  // (from every process: deliveries are leased, each is sent by one).
   const webhooks = new WebhookSender({
     outbox: store.outbox,
     policy: callbackPolicy,
@@ -123,8 +152,10 @@ export async function startApp(config: Config, logger: Logger, options: { listen
           deleteJob: (job) => jobs.deleteFinished(job),
           logger: logger.child({ component: 'retention' }),
         });
-  scheduler.start();
-  watchdog.start();
+  if (worker) {
+    scheduler.start();
+    watchdog.start();
+  }
   webhooks.start();
   retention?.start();
   return {
@@ -134,12 +165,15 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     jobs,
     scheduler,
     url,
+    workerId: worker ? workerId : undefined,
+    internalUrl: internal?.url,
     async close() {
       // Workers first (running jobs are put back for another server to resume), then the API, whose open event
       // streams are cut (forceCloseConnections) rather than waited for.
       watchdog.stop();
       await retention?.stop();
       await scheduler.stop();
+      await internal?.close();
       await server.close();
       await webhooks.stop();
       callbackPolicy.close();

@@ -43,6 +43,16 @@ export const configSchema = z.object({
     .describe('WORKCELL_DATABASE_URL: keep jobs, API keys and the webhook outbox in this Postgres database, shared by every API replica and worker (default: none, SQLite in the data dir)'),
   host: z.string().min(1).default('127.0.0.1').describe('WORKCELL_HOST: address the API listens on (loopback by default)'),
   port: integer(0, 65535).default(8080).describe('WORKCELL_PORT: API port'),
+  internalHost: z
+    .string()
+    .min(1)
+    .default('127.0.0.1')
+    .describe("WORKCELL_INTERNAL_HOST: address a worker's internal route listens on, for API replicas to reach the sandboxes it holds (only with WORKCELL_DATABASE_URL; loopback by default: replicas on the same host only)"),
+  internalPort: integer(0, 65535).default(0).describe("WORKCELL_INTERNAL_PORT: the internal route's port (default 0: any free one)"),
+  internalUrl: z
+    .url({ protocol: /^https?$/ })
+    .optional()
+    .describe("WORKCELL_INTERNAL_URL: the URL API replicas use to reach this worker's internal route (default: http://<WORKCELL_INTERNAL_HOST>:<port>; set it when that address is not the one others reach, such as 0.0.0.0)"),
   publicUrl: z.url().optional().describe('WORKCELL_PUBLIC_URL: the URL clients use to reach the API (download links, and the Host and Origin the API accepts besides loopback names); default: from the request'),
   allowedHosts: z
     .union([z.array(z.string()), z.string().transform((list) => list.split(','))])
@@ -141,6 +151,9 @@ const envNames: Record<keyof Config, string> = {
   databaseUrl: 'WORKCELL_DATABASE_URL',
   host: 'WORKCELL_HOST',
   port: 'WORKCELL_PORT',
+  internalHost: 'WORKCELL_INTERNAL_HOST',
+  internalPort: 'WORKCELL_INTERNAL_PORT',
+  internalUrl: 'WORKCELL_INTERNAL_URL',
   publicUrl: 'WORKCELL_PUBLIC_URL',
   allowedHosts: 'WORKCELL_ALLOWED_HOSTS',
   sandboxUrl: 'WORKCELL_SANDBOX_URL',

@@ -57,14 +57,27 @@ const jobStates = ['pending', 'running', 'complete', 'error', 'cancelled'] as co
 
 program
   .command('serve')
-  .description('run the orchestrator and an in-process worker')
+  .description('run the API and an in-process worker; with --no-worker, the API alone (workers run `workcell worker`)')
   .option('--port <port>', 'port (WORKCELL_PORT, default 8080)', port)
   .option('--host <host>', 'address to listen on (WORKCELL_HOST, default 127.0.0.1)')
   .option('--data-dir <dir>', 'where workcell.db and jobs/ live (WORKCELL_DATA_DIR)')
   .option('--concurrency <n>', 'jobs run at once (WORKCELL_CONCURRENCY, default: cores)', positiveInt)
-  .action(async (options: { port?: number; host?: string; dataDir?: string; concurrency?: number }) => {
+  .option('--no-worker', 'run no jobs here: an API replica for workers elsewhere (needs WORKCELL_DATABASE_URL)')
+  .action(async (options: { port?: number; host?: string; dataDir?: string; concurrency?: number; worker: boolean }) => {
     const { serve } = await import('./serve.ts');
-    await serve({ port: options.port, host: options.host, dataDir: options.dataDir, concurrency: options.concurrency });
+    await serve({ port: options.port, host: options.host, dataDir: options.dataDir, concurrency: options.concurrency }, options.worker ? 'all' : 'api');
+  });
+
+program
+  .command('worker')
+  .description('claim and run jobs, with no public API: beside `workcell serve --no-worker` replicas on one Postgres (WORKCELL_DATABASE_URL)')
+  .option('--data-dir <dir>', 'where jobs/ live, shared with the API replicas (WORKCELL_DATA_DIR)')
+  .option('--concurrency <n>', 'jobs run at once (WORKCELL_CONCURRENCY, default: cores)', positiveInt)
+  .option('--internal-host <host>', 'address of the internal route API replicas reach this worker on (WORKCELL_INTERNAL_HOST, default 127.0.0.1)')
+  .option('--internal-port <port>', "the internal route's port (WORKCELL_INTERNAL_PORT, default: any free one)", port)
+  .action(async (options: { dataDir?: string; concurrency?: number; internalHost?: string; internalPort?: number }) => {
+    const { serve } = await import('./serve.ts');
+    await serve({ dataDir: options.dataDir, concurrency: options.concurrency, internalHost: options.internalHost, internalPort: options.internalPort }, 'worker');
   });
 
 interface RunOptions {

@@ -23,6 +23,8 @@ import { reopenJob } from './job-runs.ts';
 import { removeJobFiles } from './retention.ts';
 import { copyWorkspace } from './workspace-copy.ts';
 import { CallbackPolicy } from './webhooks/callback-url.ts';
+import { workerAddress } from './remote/internal-auth.ts';
+import { RemoteSandboxdChannel } from './remote/remote-channel.ts';
 
 export interface ScheduleInput {
   task: string;
@@ -71,6 +73,7 @@ export class JobService {
   /** Jobs this process is ending (the row says so, the zip and final event are still being made), and when done. */
   readonly #ending = new Map<string, Promise<void>>();
   #callbackPolicy: CallbackPolicy | undefined;
+  #internalRoute: { secret: Buffer; workerId: string | undefined } | undefined;
 
   /** `bus`: where new events are announced; the app passes its own, a process of its own gets a local one. */
   constructor(options: { config: Config; store: JobStore; bus?: EventBus; logger: Logger; callbackPolicy?: CallbackPolicy; validateModel?: (spec: string) => void }) {
@@ -103,17 +106,31 @@ export class JobService {
     this.#scheduler = scheduler;
   }
 
+  /**
+   * Lets this process reach sandboxes that workers in other processes hold, through their internal routes, signed
+   * with `secret`; `workerId`: this process's own worker (whose jobs are in liveSandbox), if it has one.
+   */
+  attachInternalRoute(options: { secret: Buffer; workerId: string | undefined }): void {
+    this.#internalRoute = options;
+  }
+
   /** The sandbox of a job running in this process (the watchdog's and the job runner's). */
   liveSandbox(jobId: string): Sandbox | undefined {
     return this.#live.get(jobId);
   }
 
   /**
-   * The way to a running job's sandboxd for the API's routes (files, desktop, Jupyter, terminal). Undefined while no
-   * sandbox is up for it here (it is starting or stopping, or runs in another process).
+   * The way to a running job's sandboxd for the API's routes (files, desktop, Jupyter, terminal): this process's own
+   * sandbox, or the internal route of the worker that holds the job. Undefined while no sandbox is up for it (it is
+   * starting or stopping, or its worker has no internal route).
    */
   sandboxChannel(job: Job): SandboxdChannel | undefined {
-    return this.#live.get(job.id)?.client;
+    const local = this.#live.get(job.id);
+    if (local !== undefined) return local.client;
+    const route = this.#internalRoute;
+    if (job.status !== 'running' || route === undefined || job.locked_by === null || job.locked_by === route.workerId) return undefined;
+    const worker = workerAddress(job.locked_by);
+    return worker && new RemoteSandboxdChannel(worker, job.id, route.secret);
   }
 
   /** Every job's sandbox live in this process, by job id (the watchdog destroys those whose job is gone). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import yauzl from 'yauzl';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { startApp, type App } from '../../src/app.ts';
+import { startApp, type App, type Role } from '../../src/app.ts';
 
 export const trajectoriesDir = join(import.meta.dirname, '../fixtures/trajectories');
 
@@ -14,18 +14,22 @@ export interface TestApp extends App {
   dataDir: string;
 }
 
-export async function startTestApp(overrides: Partial<Config> = {}): Promise<TestApp> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'workcell-e2e-'));
+/**
+ * `options.role`: what the process does (src/app.ts Role); `options.dataDir`: a data dir shared with other test apps
+ * (API replicas and workers on one Postgres), which the caller creates and removes; by default a temp dir of its own.
+ */
+export async function startTestApp(overrides: Partial<Config> = {}, options: { role?: Role; dataDir?: string } = {}): Promise<TestApp> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'workcell-e2e-'));
   chmodSync(dataDir, 0o711); // the sandbox user must be able to reach jobs/<id>/workspace
   // bwrap unless a test asks for another runtime: `auto` would take gVisor wherever a test has started dockerd.
   const config = loadConfig({}, { dataDir, port: 0, scriptDir: trajectoriesDir, logLevel: 'silent', concurrency: 4, modelRetryBaseMs: 50, runtime: 'bwrap', ...overrides });
-  const app = await startApp(config, pino({ level: process.env.WORKCELL_TEST_LOG ?? 'silent' }));
+  const app = await startApp(config, pino({ level: process.env.WORKCELL_TEST_LOG ?? 'silent' }), { role: options.role ?? 'all' });
   return {
     ...app,
     dataDir,
     async close() {
       await app.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

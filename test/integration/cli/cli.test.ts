@@ -163,6 +163,20 @@ describe('bad input', () => {
     expect((await workcell(['frobnicate'])).code).toBe(1);
     expect((await workcell(['status', '--bogus'])).code).toBe(1);
   });
+
+  it('refuses an API without a worker, or a worker alone, without a shared Postgres store', async () => {
+    const dataDir = join(work, 'roles-data');
+    for (const args of [['serve', '--no-worker', '--port', '0'], ['worker']]) {
+      const result = await workcell([...args, '--data-dir', dataDir], { WORKCELL_DATABASE_URL: '' });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/set WORKCELL_DATABASE_URL/);
+    }
+    const bad = await workcell(['worker', '--data-dir', dataDir], { WORKCELL_DATABASE_URL: 'mysql://root:hunter2@db/x' });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/WORKCELL_DATABASE_URL: a postgres:\/\/ or postgresql:\/\/ URL/);
+    expect(bad.stderr).not.toContain('hunter2');
+    expect((await workcell(['worker', '--internal-port', '99999'])).stderr).toMatch(/port/);
+  });
 });
 
 describe('workcell doctor', () => {
