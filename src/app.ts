@@ -9,7 +9,7 @@ import { loadConfig, type Config } from './config.ts';
 import { createLogger } from './util/logger.ts';
 import { JobService } from './jobs/job-service.ts';
 import { openEventBus } from './bus/index.ts';
-import type { EventBus } from './bus/types.ts';
+import { queueTopic, type EventBus } from './bus/types.ts';
 import { openStore } from './store/index.ts';
 import type { Store } from './store/types.ts';
 import { workspaceDiskCheck } from './jobs/workspace-disk.ts';
@@ -108,7 +108,8 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
     onExpired: (job) => jobs.recoverExpired(job),
   });
-  if (worker) jobs.attachScheduler(scheduler);
+  // New jobs are claimed at once and cancels stop jobs at once, whichever process took the request.
+  const unsubscribeQueue = worker ? bus.subscribe(queueTopic, (notice) => (notice.type === 'cancel' ? scheduler.checkNow() : scheduler.wake())) : () => {};
   const watchdog = new Watchdog({
     getJob: (jobId) => store.jobs.get(jobId),
     bus: jobs.bus,
@@ -170,6 +171,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     async close() {
       // Workers first (running jobs are put back for another server to resume), then the API, whose open event
       // streams are cut (forceCloseConnections) rather than waited for.
+      unsubscribeQueue();
       watchdog.stop();
       await retention?.stop();
       await scheduler.stop();

@@ -17,3 +17,10 @@ export interface EventBus {
   subscribe(jobId: string, listener: (notice: EventNotice) => void): () => void;
   close(): Promise<void>;
 }
+
+/**
+ * The topic (in place of a job id; no job id looks like it) on which the queue's changes are announced to workers:
+ * `pending` (a job can be claimed) and `cancel` (a running job's cancel was requested).
+ */
+export const queueTopic = 'queue';
+export type QueueNotice = 'pending' | 'cancel';

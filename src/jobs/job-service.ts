@@ -1,4 +1,4 @@
-// What the API does to jobs: schedule one (its directory, its first event, its row, then wake the scheduler),
+// What the API does to jobs: schedule one (its directory, its first event, its row, then tell the workers),
 // cancel one, and end one (zip the workspace, record the final status). The worker ends jobs through endJob too,
 // so every way out of a job zips the workspace and records the same final event.
 import { existsSync } from 'node:fs';
@@ -10,7 +10,7 @@ import type { Sandbox } from '../runtimes/types.ts';
 import { notFound, conflict, errorMessage, invalidRequest, WorkcellError } from '../errors.ts';
 import { newJobId } from '../util/ids.ts';
 import { LocalEventBus } from '../bus/local/local-bus.ts';
-import type { EventBus } from '../bus/types.ts';
+import { queueTopic, type EventBus, type QueueNotice } from '../bus/types.ts';
 import { EventLog } from './event-log.ts';
 import { writeJobArtifacts } from './job-artifacts.ts';
 import { resolveJobLimits } from './job-limits.ts';
@@ -18,7 +18,6 @@ import { jobNetworkFromRequest } from './job-network.ts';
 import { createJobDir, jobPaths } from './job-paths.ts';
 import { attachWorkspaceDisk, mountType, releaseWorkspaceDisk } from './workspace-disk.ts';
 import { finishedStatuses, type GitInput, type Job, type JobInputs, type JobLimits, type JobStore } from '../store/types.ts';
-import { JobStop, type Scheduler } from './scheduler.ts';
 import { reopenJob } from './job-runs.ts';
 import { removeJobFiles } from './retention.ts';
 import { copyWorkspace } from './workspace-copy.ts';
@@ -68,7 +67,6 @@ export class JobService {
   readonly #logger: Logger;
   readonly #bus: EventBus;
   readonly #validateModel: (spec: string) => void;
-  #scheduler: Scheduler | undefined;
   readonly #live = new Map<string, Sandbox>();
   /** Jobs this process is ending (the row says so, the zip and final event are still being made), and when done. */
   readonly #ending = new Map<string, Promise<void>>();
@@ -98,12 +96,17 @@ export class JobService {
     return new EventLog(jobId, this.paths(jobId).contextDb, { bus: this.#bus });
   }
 
-  get config(): Config {
-    return this.#config;
+  /**
+   * Tells every worker, in this process and (on the Postgres bus) in others, that a job became pending (claim now,
+   * rather than at the next poll) or that a cancel was requested (check its jobs now, rather than at the next
+   * heartbeat).
+   */
+  #queueChanged(type: QueueNotice): void {
+    this.#bus.publish({ job_id: queueTopic, seq: 0, type });
   }
 
-  attachScheduler(scheduler: Scheduler): void {
-    this.#scheduler = scheduler;
+  get config(): Config {
+    return this.#config;
   }
 
   /**
@@ -218,7 +221,7 @@ export class JobService {
       forkedFrom: source?.id,
     });
     if (!result.created) await rm(paths.root, { recursive: true, force: true }); // lost an idempotency race
-    this.#scheduler?.wake();
+    this.#queueChanged('pending');
     return result;
   }
 
@@ -242,7 +245,7 @@ export class JobService {
       }
       if (reopened.job !== undefined) {
         this.#logger.info({ jobId, run: reopened.job.run, previousStatus: job.status }, 'job continued by a message');
-        this.#scheduler?.wake();
+        this.#queueChanged('pending');
       }
       return { seq: reopened.messageSeq, run: reopened.job?.run ?? job.run + 1, reopened: reopened.job !== undefined };
     }
@@ -327,7 +330,7 @@ export class JobService {
     } finally {
       events.close();
     }
-    this.#scheduler?.wake();
+    this.#queueChanged('pending');
     return true;
   }
 
@@ -339,7 +342,7 @@ export class JobService {
     if (result === 'cancelled') {
       await this.recordEnd(jobId, { status: 'cancelled', error: 'cancelled before it started' });
     } else {
-      this.#scheduler?.stopJob(jobId, new JobStop('cancel', 'cancelled by request'));
+      this.#queueChanged('cancel');
     }
     return await this.get(jobId);
   }

@@ -122,6 +122,11 @@ export class Scheduler {
     this.#running.set(job.id, { controller, done });
   }
 
+  /** Renews this worker's leases now, and stops the jobs whose cancel was requested (called when one was). */
+  checkNow(): void {
+    if (!this.#stopped) void this.#heartbeat();
+  }
+
   async #heartbeat(): Promise<void> {
     if (this.#beating) return; // the last round is still waiting on the store
     this.#beating = true;

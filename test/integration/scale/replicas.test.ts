@@ -25,9 +25,8 @@ beforeAll(async () => {
   postgres = await startPostgres();
   const databaseUrl = await postgres.createDatabase();
   dataDir = mkdtempSync(join(tmpdir(), 'workcell-replicas-'));
-  // Heartbeats every second: a cancel made on the replica reaches the worker within one.
-  worker = await startTestApp({ databaseUrl, leaseMs: 3000 }, { role: 'worker', dataDir });
-  api = await startTestApp({ databaseUrl, leaseMs: 3000 }, { role: 'api', dataDir });
+  worker = await startTestApp({ databaseUrl }, { role: 'worker', dataDir });
+  api = await startTestApp({ databaseUrl }, { role: 'api', dataDir });
 }, 120_000);
 
 afterAll(async () => {
