@@ -158,6 +158,12 @@ async function run(tool: string, args: string[]): Promise<void> {
 export async function attachWorkspaceDisk(paths: WorkspaceDiskPaths, sizeMb: number, kind: WorkspaceDiskKind = 'loop'): Promise<void> {
   const problem = workspaceDiskUnavailable();
   if (problem !== undefined) throw new WorkcellError('runtime_unavailable', `cannot limit the workspace's disk: ${problem}; or ${noDiskLimitHint}`);
+  // A release cut short (its worker died while it copied the final content out): the image, still there, holds the
+  // workspace; its read-only staging mount goes first, or the image would be mounted again on the same loop device,
+  // read-only.
+  const staging = stagingPath(paths);
+  if (await isMountPoint(staging)) await run('umount', [staging]);
+  await rmdir(staging).catch(() => undefined);
   if (await isMountPoint(paths.workspace)) return;
   if (kind === 'tmpfs') return attachWorkspaceTmpfs(paths.workspace, sizeMb);
   const existing = await stat(paths.workspaceImage).catch(() => undefined);
@@ -225,11 +231,14 @@ export async function workspaceFreeBytes(workspace: string): Promise<number | un
  * Ends the workspace's disk: copies its content back into the plain directory underneath, unmounts it and deletes the
  * image. Call once the sandbox is gone and the zip is made. A no-op when there is no image.
  */
+/** Where release mounts the image read-only to copy the final content out. */
+const stagingPath = (paths: WorkspaceDiskPaths) => `${paths.workspaceImage}.mnt`;
+
 export async function releaseWorkspaceDisk(paths: WorkspaceDiskPaths): Promise<void> {
   if ((await mountType(paths.workspace)) === 'tmpfs') return releaseWorkspaceTmpfs(paths.workspace);
   if ((await stat(paths.workspaceImage).catch(() => undefined)) === undefined) return;
   if (await isMountPoint(paths.workspace)) await run('umount', [paths.workspace]);
-  const staging = `${paths.workspaceImage}.mnt`;
+  const staging = stagingPath(paths);
   await mkdir(staging, { recursive: true, mode: 0o700 });
   if (!(await isMountPoint(staging))) {
     try {

@@ -3,11 +3,14 @@
 // fallback. Whether loop devices work is found out by mounting one, here (they do) and on a host without them (a
 // mount namespace whose /dev has none, test/helpers/no-loop-devices.ts), where the check says what it costs.
 import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { attachWorkspaceDisk, isMountPoint, loopDeviceProblem, mountType, releaseWorkspaceDisk, workspaceDiskCheck, workspaceFreeBytes } from '../../../src/jobs/workspace-disk.ts';
 import { noLoopDevicesUnavailable, runWithoutLoopDevices } from '../../helpers/no-loop-devices.ts';
+
+const run = async (command: string, args: string[]) => void execFileSync(command, args, { stdio: 'pipe' });
 
 describe.runIf(process.getuid?.() === 0)('the workspace disk', () => {
   let root: string;
@@ -48,6 +51,27 @@ describe.runIf(process.getuid?.() === 0)('the workspace disk', () => {
     expect((await lstat(join(paths.workspace, 'link-out'))).isSymbolicLink()).toBe(true);
     expect(await readlink(join(paths.workspace, 'link-out'))).toBe('/etc/shadow');
     await releaseWorkspaceDisk(paths); // again: no image, nothing to do
+  });
+
+  it('is attached again whole after a release cut short (its worker killed while it copied the content out)', async () => {
+    await attachWorkspaceDisk(paths, 16);
+    await writeFile(join(paths.workspace, 'kept.txt'), 'in the image\n');
+    // What release does up to the copy: the workspace unmounted, the image mounted read-only beside it, the directory
+    // emptied. Then the worker died.
+    const staging = `${paths.workspaceImage}.mnt`;
+    await run('umount', [paths.workspace]);
+    await mkdir(staging, { mode: 0o700 });
+    await run('mount', ['-t', 'ext4', '-o', 'loop,ro,noexec', paths.workspaceImage, staging]);
+    await rm(paths.workspace, { recursive: true, force: true });
+    await mkdir(paths.workspace, { mode: 0o700 });
+    await writeFile(join(paths.workspace, 'half-copied.txt'), 'x');
+
+    await attachWorkspaceDisk(paths, 16);
+    expect(await isMountPoint(staging)).toBe(false);
+    expect(await readdir(paths.workspace)).toEqual(['kept.txt']);
+    await writeFile(join(paths.workspace, 'after.txt'), 'writable\n');
+    await releaseWorkspaceDisk(paths);
+    expect((await readdir(paths.workspace)).sort()).toEqual(['after.txt', 'kept.txt']);
   });
 
   it('tmpfs fallback: starts with what the workspace held, keeps its owner and mode, is full at its size, and goes back to a plain directory', async () => {
