@@ -73,7 +73,10 @@ describe('resource limits in a real sandbox', () => {
           await expectResponsive(neighbour);
           const during = await shell('ls / > /dev/null; echo listed', 3000);
           expect(during.limitsHit).toContain('pids');
-          expect(during.output).toMatch(/every process your commands started \(\d+\) was stopped/);
+          // Told either way: the bomb still held the sandbox at its limit when the call ended, and was stopped; or its
+          // bashes had given up on fork and exited first (bash retries a refused fork, then fails), on a busy machine
+          // before the call's end, and there was nothing left to stop.
+          expect(during.output).toMatch(/every process your commands started \(\d+\) was stopped|was reached\. Run fewer processes or threads at once/);
           const recovered = await shell('ls /workspace > /dev/null && echo recovered');
           expect(recovered.output).toMatch(/recovered/);
         },
