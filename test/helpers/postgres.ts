@@ -4,7 +4,7 @@
 // outlive the tests: stop() waits for the server to exit, and a test process that ends first kills it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, chownSync, constants, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { accessSync, appendFileSync, chownSync, constants, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,8 +96,11 @@ async function answers(port: number): Promise<boolean> {
   }
 }
 
-/** Starts a new cluster; stop() it (in afterAll) when done. */
-export async function startPostgres(): Promise<PostgresCluster> {
+/**
+ * Starts a new cluster; stop() it (in afterAll) when done. `network`: also listen on this address (one the test
+ * made, such as a test network's bridge) and let the hosts of this subnet in.
+ */
+export async function startPostgres(options: { network?: { address: string; subnet: string } } = {}): Promise<PostgresCluster> {
   const binaries = findBinaries();
   const runAs = await serverUser();
   const dir = mkdtempSync(join(tmpdir(), 'workcell-pg-'));
@@ -109,6 +112,7 @@ export async function startPostgres(): Promise<PostgresCluster> {
   try {
     const initdb = await runCommand(...command(binaries.initdb, ['-D', dataDir, '-U', user, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync']), { timeoutMs: 120_000 });
     if (!initdb.ok) throw new Error(`initdb failed (${initdb.code}): ${initdb.stderr.trim()}`);
+    if (options.network !== undefined) appendFileSync(join(dataDir, 'pg_hba.conf'), `host all all ${options.network.subnet} trust\n`);
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
@@ -127,7 +131,7 @@ export async function startPostgres(): Promise<PostgresCluster> {
     log = '';
     const [file, args] = command(binaries.postgres, [
       '-D', dataDir, '-p', String(port), '-k', dir,
-      '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+      '-c', `listen_addresses=${['127.0.0.1', ...(options.network === undefined ? [] : [options.network.address])].join(',')}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
       '-c', 'shared_buffers=32MB', '-c', 'max_connections=200',
     ]);
     const server = spawn(file, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
