@@ -82,3 +82,14 @@ export function markdownReport(report: Report): string {
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** Runs a benchmark's main and prints its report (JSON with `json`); a failure goes to stderr with exit code 1. */
+export async function printReport(main: () => Promise<Report>, json: boolean): Promise<void> {
+  try {
+    const report = await main();
+    process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : markdownReport(report));
+  } catch (error) {
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -9,7 +9,7 @@ import { createRuntimes } from '../src/runtimes/index.ts';
 import { benchSchedule } from './http-bench.ts';
 import { benchRunCode } from './code-bench.ts';
 import { benchIsolation } from './isolation-bench.ts';
-import { describeMachine, markdownReport, type Report } from './report.ts';
+import { describeMachine, printReport, type Report } from './report.ts';
 import { benchSandboxCreate, benchShellCall } from './sandbox-bench.ts';
 import type { Result } from './stats.ts';
 
@@ -49,10 +49,4 @@ async function main(): Promise<Report> {
   return { machine, date, command, results };
 }
 
-try {
-  const report = await main();
-  process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : markdownReport(report));
-} catch (error) {
-  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exitCode = 1;
-}
+await printReport(main, flags.json);
