@@ -1,10 +1,10 @@
 // The queue across processes: `node bench/scale.ts [--quick] [--json]` (npm run bench:scale). For the SQLite store and
 // a real Postgres (started here, as the tests start theirs), with 1, 2 and 4 worker processes (bench/scale-worker.ts):
 //
-// 5. claims/s: M pending jobs, drained by the workers at once (claim, finish, next); the rate is M over the time from
+// - claims/s: M pending jobs, drained by the workers at once (claim, finish, next); the rate is M over the time from
 //    the first worker's start to the last one's end, the latency each claim's round trip. Every job must be claimed
 //    exactly once, or the run fails. Baseline: `SELECT 1` round trips on the same Postgres.
-// 6. schedule → start: jobs made pending one at a time (the store's create and the queue notice, as POST /schedule
+// - schedule → start: jobs made pending one at a time (the store's create and the queue notice, as POST /schedule
 //    does) while the workers idle; from the create's start to the moment a worker's Scheduler hands the job to its
 //    runner. Postgres workers are woken by LISTEN/NOTIFY; SQLite has no bus between processes, so its workers find
 //    jobs by their one-second poll. Baseline: SQLite with the Scheduler in the scheduling process itself, woken
@@ -89,7 +89,7 @@ async function benchDrain(backend: Backend, workers: number): Promise<Result> {
     const ids = reports.flatMap((report) => report.ids);
     if (ids.length !== sizes.drainJobs || new Set(ids).size !== ids.length) throw new Error(`${backend.name}, ${workers} workers: ${ids.length} claims (${new Set(ids).size} distinct) of ${sizes.drainJobs} jobs: a job was claimed twice or lost`);
     const seconds = (Math.max(...reports.map((report) => report.endedAt)) - Math.min(...reports.map((report) => report.startedAt))) / 1000;
-    return { group: `5. claims/s: ${sizes.drainJobs} pending jobs drained (claim + finish)`, name: `${backend.name}, ${workers} worker process${workers === 1 ? '' : 'es'} (ms per claim)`, baseline: false, latencyMs: summarize(reports.flatMap((report) => report.claimMs)), requestsPerSecond: sizes.drainJobs / seconds };
+    return { group: `claims/s: ${sizes.drainJobs} pending jobs drained (claim + finish)`, name: `${backend.name}, ${workers} worker process${workers === 1 ? '' : 'es'} (ms per claim)`, baseline: false, latencyMs: summarize(reports.flatMap((report) => report.claimMs)), requestsPerSecond: sizes.drainJobs / seconds };
   } finally {
     await stopWorkers(started);
     await bus.close();
@@ -127,7 +127,7 @@ async function benchLatency(backend: Backend, workers: number): Promise<Result> 
       })();
     }
     const latencies = await scheduleOneByOne(store, bus, (id) => new Promise((resolve) => waiting.set(id, resolve)));
-    return { group: `6. schedule → start: ${sizes.latencyJobs} jobs made pending one at a time, idle workers`, name: `${backend.name}, ${workers} worker process${workers === 1 ? '' : 'es'}`, baseline: false, latencyMs: summarize(latencies) };
+    return { group: `schedule → start: ${sizes.latencyJobs} jobs made pending one at a time, idle workers`, name: `${backend.name}, ${workers} worker process${workers === 1 ? '' : 'es'}`, baseline: false, latencyMs: summarize(latencies) };
   } finally {
     await stopWorkers(started);
     await bus.close();
@@ -155,7 +155,7 @@ async function benchLatencyInProcess(backend: Backend): Promise<Result> {
   scheduler.start();
   try {
     const latencies = await scheduleOneByOne(store, bus, (id) => new Promise((resolve) => waiting.set(id, resolve)));
-    return { group: `6. schedule → start: ${sizes.latencyJobs} jobs made pending one at a time, idle workers`, name: `${backend.name}, scheduler in the same process (workcell serve)`, baseline: true, latencyMs: summarize(latencies) };
+    return { group: `schedule → start: ${sizes.latencyJobs} jobs made pending one at a time, idle workers`, name: `${backend.name}, scheduler in the same process (workcell serve)`, baseline: true, latencyMs: summarize(latencies) };
   } finally {
     unsubscribe();
     await scheduler.stop();
@@ -175,7 +175,7 @@ async function benchRoundTrip(url: string): Promise<Result> {
       await client.query('SELECT 1');
       samples.push(performance.now() - start);
     }
-    return { group: `5. claims/s: ${sizes.drainJobs} pending jobs drained (claim + finish)`, name: 'postgres: SELECT 1 round trip, one connection', baseline: true, latencyMs: summarize(samples), requestsPerSecond: 1000 / summarize(samples).median };
+    return { group: `claims/s: ${sizes.drainJobs} pending jobs drained (claim + finish)`, name: 'postgres: SELECT 1 round trip, one connection', baseline: true, latencyMs: summarize(samples), requestsPerSecond: 1000 / summarize(samples).median };
   } finally {
     await client.end();
   }
