@@ -1,4 +1,4 @@
-import { mkdtemp, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -31,11 +31,14 @@ describe('ShellSessions', () => {
   });
 
   it('runs sessions side by side: a long call in one does not hold up another', async () => {
-    // The slow call lasts until the fast one has ended (at most 9 s, so that sessions run one after the other fail
-    // the race below rather than hang): which one ends first says whether they ran side by side, however busy the machine.
-    const slow = run('slow', 'for i in $(seq 180); do [ -e fast-done ] && break; sleep 0.05; done; echo slow');
-    const fast = run('fast', 'echo fast; touch fast-done');
-    expect(await Promise.race([slow.then(() => 'slow'), fast.then(() => 'fast')])).toBe('fast');
+    // The slow call lasts until the test has seen the fast one's result (at most 9 s, so that sessions run one after
+    // the other fail the race below rather than hang): which one ends first says whether they ran side by side,
+    // however busy the machine.
+    const slow = run('slow', 'for i in $(seq 180); do [ -e fast-seen ] && break; sleep 0.05; done; echo slow');
+    const fast = run('fast', 'echo fast');
+    const first = await Promise.race([slow.then(() => 'slow'), fast.then(() => 'fast')]);
+    await writeFile(join(workspace, 'fast-seen'), '');
+    expect(first).toBe('fast');
     expect((await fast).output).toBe('fast\n');
     expect((await slow).output).toBe('slow\n');
   });
