@@ -141,7 +141,7 @@ export const configSchema = z.object({
   gitCredentials: z.string().min(1).optional().describe('WORKCELL_GIT_CREDENTIALS: a JSON file of credentials for private git remotes, {"hosts": {"<host[:port]>": {"username", "token"}}, "keys": {"<API key id>": {"<host[:port]>": {...}}}}; read at each clone, used by the host only, never put in a sandbox (default: none)'),
   gitTimeoutS: integer(1, 24 * 3600).default(600).describe("WORKCELL_GIT_TIMEOUT_S: longest a git input's clone may take, seconds, default 600"),
   leaseMs: integer(1000, 3_600_000).default(30_000).describe('WORKCELL_LEASE_MS: a worker that misses heartbeats this long loses its job'),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('WORKCELL_LOG_LEVEL'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('WORKCELL_LOG_LEVEL: how much the server logs (JSON lines on stderr): fatal, error, warn, info (default), debug, trace or silent'),
 });
 
 export type Config = z.infer<typeof configSchema>;
