@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresCluster } from '../../test/helpers/postgres.ts';
 import { EventLog } from '../jobs/event-log.ts';
+import { quietWarning } from './index.ts';
 import { LocalEventBus } from './local/local-bus.ts';
 import { PostgresEventBus } from './postgres/postgres-bus.ts';
 import type { EventBus, EventNotice } from './types.ts';
@@ -116,5 +117,19 @@ describe('event bus: postgres, across processes', () => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
+  });
+});
+
+describe('connection trouble in the logs', () => {
+  it('is one warning per interval, saying how many were left out', () => {
+    const logged: Array<{ unlogged: number }> = [];
+    let clock = 0;
+    const warn = quietWarning({ warn: (fields: { unlogged: number }) => void logged.push(fields) } as never, 'trouble', 10_000, () => clock);
+    for (let i = 0; i < 50; i++) warn(new Error('refused'));
+    expect(logged.map((fields) => fields.unlogged)).toEqual([0]);
+    clock = 10_000;
+    warn(new Error('refused'));
+    warn(new Error('refused'));
+    expect(logged.map((fields) => fields.unlogged)).toEqual([0, 49]);
   });
 });
