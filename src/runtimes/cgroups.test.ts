@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -61,7 +61,7 @@ describe('a sandbox cgroup', () => {
     const parents = { memory: join(root, 'memory/workcell'), cpu: join(root, 'cpu/workcell'), pids: join(root, 'pids/workcell') };
     const host: CgroupHost = { version: 1, parents };
     const cgroup = await createSandboxCgroup(host, 'sb-abc123', { cpus: 1.5, memoryMb: 256, pids: 64 });
-    expect(cgroup.name).toMatch(new RegExp(`^sb-abc123\\.${process.pid}\\.\\d+$`));
+    expect(cgroup.name).toMatch(new RegExp(`^sb-abc123\\.\\d+\\.${process.pid}\\.\\d+$`));
     const read = (dir: string, file: string) => readFile(join(dir, cgroup.name, file), 'utf8');
     expect(await read(parents.memory, 'memory.limit_in_bytes')).toBe(String(256 * 1024 * 1024));
     expect(await read(parents.memory, 'memory.oom_control')).toBe('0');
@@ -120,17 +120,20 @@ describe('a sandbox cgroup', () => {
 });
 
 describe('reaping', () => {
-  it('removes the cgroups of dead servers and leaves those of live ones', async () => {
+  it("removes the cgroups of dead servers and leaves those of live ones, and of other pid namespaces' servers", async () => {
     const parent = join(root, 'workcell');
     const host: CgroupHost = { version: 2, mount: root, parent };
     const ownStart = (await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ')[19];
-    const live = `sb-live.${process.pid}.${ownStart}`;
-    const deadPid = `sb-dead.${process.pid}.1`; // our pid, another start time: a previous server with a reused pid
-    const gone = 'sb-gone.999999999.5';
+    const ns = /\[(\d+)\]/.exec(await readlink('/proc/self/ns/pid'))![1]!;
+    const live = `sb-live.${ns}.${process.pid}.${ownStart}`;
+    const deadPid = `sb-dead.${ns}.${process.pid}.1`; // our pid, another start time: a previous server with a reused pid
+    const gone = `sb-gone.${ns}.999999999.5`;
+    // A server in a container beside this one (its own pid namespace, the host's cgroups): its pid means nothing here.
+    const otherNamespace = `sb-beside.${Number(ns) + 1}.999999999.5`;
     const foreign = 'not-a-sandbox';
-    for (const name of [live, deadPid, gone, foreign]) await mkdir(join(parent, name), { recursive: true });
+    for (const name of [live, deadPid, gone, otherNamespace, foreign]) await mkdir(join(parent, name), { recursive: true });
     const reaped = await reapCgroups(host);
     expect(reaped.sort()).toEqual([deadPid, gone].sort());
-    expect((await readdir(parent)).sort()).toEqual([foreign, live].sort());
+    expect((await readdir(parent)).sort()).toEqual([foreign, live, otherNamespace].sort());
   });
 });

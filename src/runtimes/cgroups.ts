@@ -10,7 +10,7 @@
 // is named `<sandbox id>.<server pid>.<server start time>` so a server can tell its own from those of dead servers.
 // This module must never touch a cgroup outside the parent, nor remove one whose owner is still alive.
 import { constants } from 'node:fs';
-import { access, mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, readlink, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.ts';
 
@@ -128,12 +128,25 @@ function processStartTime(pid: number | 'self'): Promise<string | undefined> {
   );
 }
 
-let ownerTag: Promise<string> | undefined;
-function owner(): Promise<string> {
-  return (ownerTag ??= processStartTime('self').then((start) => `${process.pid}.${start ?? '0'}`));
+/**
+ * The pid namespace this server's pids mean something in (the inode of /proc/self/ns/pid). Servers in other pid
+ * namespaces (containers on one host, sharing its cgroups) may use the same cgroup parent: their pids cannot be
+ * checked from here, so their cgroups are never reaped by this server.
+ */
+function pidNamespace(): Promise<string> {
+  return readlink('/proc/self/ns/pid').then(
+    (link) => /\[(\d+)\]/.exec(link)?.[1] ?? '0',
+    () => '0',
+  );
 }
 
-const namePattern = /^(sb-[a-z0-9]+)\.(\d+)\.(\d+)$/;
+let ownerTag: Promise<string> | undefined;
+/** `<pid namespace>.<pid>.<start time>`. */
+function owner(): Promise<string> {
+  return (ownerTag ??= Promise.all([pidNamespace(), processStartTime('self')]).then(([namespace, start]) => `${namespace}.${process.pid}.${start ?? '0'}`));
+}
+
+const namePattern = /^(sb-[a-z0-9]+)\.(\d+)\.(\d+)\.(\d+)$/;
 
 export class SandboxCgroup {
   readonly host: CgroupHost;
@@ -320,11 +333,13 @@ export async function reapCgroups(host: CgroupHost): Promise<string[]> {
     (entries) => entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name),
     () => [] as string[],
   );
+  const ownNamespace = await pidNamespace();
   const reaped: string[] = [];
   for (const name of names) {
     const match = namePattern.exec(name);
     if (match === null) continue;
-    const [, , pid = '', start = ''] = match;
+    const [, , namespace, pid = '', start = ''] = match;
+    if (namespace !== ownNamespace) continue; // another pid namespace's server: not ours to judge
     if ((await processStartTime(Number(pid))) === start) continue; // its server is alive
     try {
       await new SandboxCgroup(host, name).remove();

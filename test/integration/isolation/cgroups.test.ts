@@ -2,7 +2,7 @@
 // it, the cgroups of dead servers are reaped with what still runs in them, and a host where cgroups cannot be used
 // fails closed (saying how to fix it) unless the operator opted out of limits.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../src/config.ts';
@@ -27,7 +27,7 @@ describe.runIf(asRoot)('sandbox cgroups', () => {
       for (const pid of processes) {
         const lines = await cgroupPathsOf(pid);
         expect(lines.length, String(pid)).toBeGreaterThanOrEqual(3);
-        for (const line of lines) expect(line, String(pid)).toMatch(/\/workcell\/sb-[a-z0-9]+\.\d+\.\d+$/);
+        for (const line of lines) expect(line, String(pid)).toMatch(/\/workcell\/sb-[a-z0-9]+\.\d+\.\d+\.\d+$/);
       }
       const cgroupDir = (await cgroupPathsOf(sandbox.pid)).find((line) => line.includes(':pids:'))!.split(':')[2]!;
       const pidsDir = join('/sys/fs/cgroup/pids', cgroupDir);
@@ -43,7 +43,8 @@ describe.runIf(asRoot)('sandbox cgroups', () => {
     const host = await findCgroupHost();
     if ('problem' in host) throw new Error(host.problem);
     await withSandbox(async ({ sandbox }) => {
-      const orphan = new SandboxCgroup(host, 'sb-orphan0test.999999999.1');
+      const namespace = /\[(\d+)\]/.exec(await readlink('/proc/self/ns/pid'))![1]!;
+      const orphan = new SandboxCgroup(host, `sb-orphan0test.${namespace}.999999999.1`);
       for (const dir of orphan.uniqueDirs) await mkdir(dir, { recursive: true });
       const sleeper = spawn('sleep', ['1000'], { stdio: 'ignore', detached: true });
       const exited = new Promise((resolve) => sleeper.once('exit', resolve));
