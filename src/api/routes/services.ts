@@ -17,6 +17,7 @@ import { pipeline } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { conflict, errorMessage, notFound, WorkcellError } from '../../errors.ts';
 import type { Job } from '../../store/types.ts';
+import { refuseUpgrade } from '../../util/http-upgrade.ts';
 import { isJobId } from '../../util/ids.ts';
 import { sessionCookie } from '../auth.ts';
 import { linkParameter, linkTtlMs, sessionTtlMs, type BrowserService } from '../browser-tokens.ts';
@@ -224,11 +225,7 @@ export function attachUpgradeProxy(server: Server, context: ApiContext): { close
   };
 }
 
-function refuse(socket: Duplex, status: number, message: string): void {
-  if (socket.destroyed) return;
-  const body = `${message.replace(/[\r\n]+/g, ' ')}\n`;
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-}
+const refuse = (socket: Duplex, status: number, message: string) => refuseUpgrade(socket, status, message);
 
 async function upgrade(context: ApiContext, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const { auth } = context;

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Sandbox } from '../../runtimes/types.ts';
 import { rawFilesPath } from '../../sandboxd/protocol.ts';
 import { errorMessage } from '../../errors.ts';
+import { refuseUpgrade } from '../../util/http-upgrade.ts';
 import { InternalVerifier, internalHeader } from './internal-auth.ts';
 import { refusalHeader } from './remote-channel.ts';
 
@@ -141,8 +142,4 @@ function refuse(response: ServerResponse, status: number, reason: string): void 
   response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', [refusalHeader]: '1' }).end(`${reason}\n`);
 }
 
-function refuseSocket(socket: Duplex, status: number, reason: string): void {
-  if (socket.destroyed) return;
-  const body = `${reason.replace(/[\r\n]+/g, ' ')}\n`;
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${refusalHeader}: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-}
+const refuseSocket = (socket: Duplex, status: number, reason: string) => refuseUpgrade(socket, status, reason, { [refusalHeader]: '1' });
