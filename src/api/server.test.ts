@@ -173,6 +173,53 @@ describe('job routes', () => {
   });
 });
 
+describe('the final event of an ended job', () => {
+  const finalEvents = (body: string) => [...body.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as { type: string; data: Record<string, unknown> }).filter((e) => e.type === 'job-status' && ['complete', 'error', 'cancelled'].includes(e.data.status as string));
+
+  it('is written from the row when a crash lost it (once, whoever writes it first), and the stream ends', async () => {
+    const { job_id } = (await schedule('x')).json<{ job_id: string }>();
+    const claimed = await store.jobs.claim('w1', 60_000);
+    expect(claimed?.id).toBe(job_id);
+    // The worker ended the row 10 s ago and died before its final event.
+    expect(await store.jobs.finish(job_id, 'w1', { status: 'complete', summary: 'done' }, new Date(Date.now() - 10_000))).toBe(true);
+    const first = await app.inject(`/jobs/${job_id}/events`);
+    expect(finalEvents(first.body)).toEqual([expect.objectContaining({ data: { status: 'complete', summary: 'done', run: 1, repaired: true } })]);
+    // A late end from the worker, and another reader: still one final event.
+    await jobs.recordEnd(job_id, { status: 'complete', summary: 'done' }, 1, 1);
+    expect(finalEvents((await app.inject(`/jobs/${job_id}/events`)).body)).toHaveLength(1);
+  });
+
+  it('is recorded once when the store lost its answer to finish (committed, then the connection broke)', async () => {
+    const { job_id } = (await schedule('x')).json<{ job_id: string }>();
+    const job = (await store.jobs.claim('w1', 60_000))!;
+    const finish = store.jobs.finish.bind(store.jobs);
+    let calls = 0;
+    store.jobs.finish = async (...args) => {
+      const done = await finish(...args);
+      if (++calls === 1) throw new Error('Connection terminated unexpectedly');
+      return done;
+    };
+    await jobs.endJob(job, 'w1', { status: 'complete', summary: 'done' });
+    expect(calls).toBe(2);
+    expect(finalEvents((await app.inject(`/jobs/${job_id}/events`)).body)).toEqual([expect.objectContaining({ data: { status: 'complete', summary: 'done', run: 1 } })]);
+  });
+
+  it('is not written when another party ended the job first', async () => {
+    const { job_id } = (await schedule('x')).json<{ job_id: string }>();
+    const job = (await store.jobs.claim('w1', 60_000))!;
+    expect(await store.jobs.finish(job_id, 'w1', { status: 'error', error: 'lease expired' })).toBe(true);
+    const finish = store.jobs.finish.bind(store.jobs);
+    let calls = 0;
+    store.jobs.finish = async (...args) => {
+      if (++calls === 1) throw new Error('Connection terminated unexpectedly');
+      return finish(...args);
+    };
+    await jobs.endJob(job, 'w1', { status: 'complete', summary: 'done' });
+    expect(calls).toBe(2);
+    expect(finalEvents((await app.inject(`/jobs/${job_id}/events?follow=false`)).body)).toEqual([]);
+  });
+});
+
 describe('service routes', () => {
   it('answers /healthz, /openapi.json, and 404 problems for unknown routes', async () => {
     expect((await app.inject('/healthz')).json()).toEqual({ ok: true, version: expect.any(String) });

@@ -3,6 +3,7 @@
 // `seq` is the SSE event id, so `Last-Event-ID` resumes exactly where a client left off.
 import Database from 'better-sqlite3';
 import type { EventBus } from '../bus/types.ts';
+import { finishedStatuses, type JobStatus } from '../store/types.ts';
 import { migrate } from '../util/sqlite.ts';
 
 export const eventTypes = [
@@ -17,6 +18,7 @@ export const eventTypes = [
   'log',
 ] as const;
 export type JobEventType = (typeof eventTypes)[number];
+
 
 export interface JobEvent {
   seq: number;
@@ -92,10 +94,35 @@ export class EventLog implements EventSink {
 
   /** `size`: what the event adds to a prompt, when the caller measured it (the context store does). */
   append(type: JobEventType, step: number, data: Record<string, unknown>, size?: { tokens: number; chars: number }): JobEvent {
+    return this.#announce(this.#write(type, step, data, size));
+  }
+
+  /**
+   * Appends a run's final job-status (`data.status` complete, error or cancelled) unless the latest job-status already
+   * is one: checked and written in one write transaction, so that of several processes recording the same end (the
+   * worker that ended the job, a replica repairing an end a crash lost) exactly one writes it. Returns the event
+   * written, or undefined when the run had ended already.
+   */
+  appendEnd(step: number, data: Record<string, unknown> & { status: string }): JobEvent | undefined {
+    const event = this.#db
+      .transaction(() => {
+        const latest = this.#db.prepare(`SELECT data FROM events WHERE type = 'job-status' ORDER BY seq DESC LIMIT 1`).get() as { data: string } | undefined;
+        const status = latest === undefined ? undefined : (JSON.parse(latest.data) as { status?: JobStatus }).status;
+        return status !== undefined && finishedStatuses.includes(status) ? undefined : this.#write('job-status', step, data);
+      })
+      .immediate();
+    // Announced once committed: a follower woken by it reads the log through another connection.
+    return event && this.#announce(event);
+  }
+
+  #write(type: JobEventType, step: number, data: Record<string, unknown>, size?: { tokens: number; chars: number }): JobEvent {
     const time = new Date().toISOString();
     const row = this.#insert.get(type, step, time, JSON.stringify(data), size?.tokens ?? null, size?.chars ?? null) as { seq: number };
-    const event: JobEvent = { seq: row.seq, job_id: this.jobId, type, step, time, data };
-    this.#bus?.publish({ job_id: this.jobId, seq: event.seq, type });
+    return { seq: row.seq, job_id: this.jobId, type, step, time, data };
+  }
+
+  #announce(event: JobEvent): JobEvent {
+    this.#bus?.publish({ job_id: this.jobId, seq: event.seq, type: event.type });
     return event;
   }
 

@@ -2,6 +2,7 @@
 // cancel one, and end one (zip the workspace, record the final status). The worker ends jobs through endJob too,
 // so every way out of a job zips the workspace and records the same final event.
 import { existsSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import { rename, rm, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
@@ -54,6 +55,8 @@ export interface UploadedWorkspace {
 
 /** Uploads may fill this share of the job's disk: the rest is the file system's own and the agent's room to start. */
 const uploadDiskShare = 0.9;
+/** Tries of the store's finish while it is unreachable: about 25 s in all. */
+const finishAttempts = 8;
 
 export interface JobOutcome {
   status: 'complete' | 'error' | 'cancelled';
@@ -340,7 +343,7 @@ export class JobService {
     const result = await this.#store.requestCancel(jobId);
     if (result === 'already-finished') throw conflict(`job ${jobId} has already ended (${(await this.#store.get(jobId))?.status ?? job.status}): nothing to cancel`);
     if (result === 'cancelled') {
-      await this.recordEnd(jobId, { status: 'cancelled', error: 'cancelled before it started' });
+      await this.recordEnd(jobId, { status: 'cancelled', error: 'cancelled before it started' }, 0, job.run);
     } else {
       this.#queueChanged('cancel');
     }
@@ -353,12 +356,35 @@ export class JobService {
    */
   async endJob(job: Job, workerId: string | null, outcome: JobOutcome, step = job.steps): Promise<void> {
     await this.#zip(job.id);
-    if (!(await this.#store.finish(job.id, workerId, outcome))) return; // someone else ended it first
-    await this.recordEnd(job.id, outcome, step);
+    if (!(await this.#finish(job.id, workerId, outcome))) return; // someone else ended it first
+    await this.recordEnd(job.id, outcome, step, job.run);
   }
 
-  /** Zips (if not yet) and appends the final job-status event of a job the store already shows as ended. */
-  async recordEnd(jobId: string, outcome: JobOutcome, step = 0): Promise<void> {
+  /**
+   * The store's finish, tried again while the store is unreachable (Postgres restarting), so that a job that ended
+   * does not wait for its lease to run out and run its last step again. An attempt whose answer was lost may have
+   * committed: the row then shows this outcome already, which counts as this call's.
+   */
+  async #finish(jobId: string, workerId: string | null, outcome: JobOutcome): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (await this.#store.finish(jobId, workerId, outcome)) return true;
+        if (attempt === 1) return false;
+        const row = await this.#store.get(jobId);
+        return row?.status === outcome.status && row.error === (outcome.error ?? null) && row.summary === (outcome.summary ?? null);
+      } catch (error) {
+        if (attempt === finishAttempts) throw error;
+        this.#logger.warn({ jobId, err: error, attempt }, `recording the end of the job failed (${errorMessage(error)}); trying again`);
+        await delay(Math.min(5000, 250 * 2 ** attempt));
+      }
+    }
+  }
+
+  /**
+   * Zips (if not yet) and appends the final job-status event of a job (of its run `run`) the store already shows as
+   * ended, unless the log has it already.
+   */
+  async recordEnd(jobId: string, outcome: JobOutcome, step: number, run: number): Promise<void> {
     // A message or a fork waits for this (the zip and the final event belong to the run that ended).
     const ending = Promise.withResolvers<void>();
     const previous = this.#ending.get(jobId);
@@ -366,16 +392,30 @@ export class JobService {
     try {
       await previous;
       await this.#zip(jobId);
-      const run = (await this.#store.get(jobId))?.run;
       const events = this.openEvents(jobId);
       try {
-        events.append('job-status', step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), ...(run === undefined ? {} : { run }) });
+        events.appendEnd(step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), run });
       } finally {
         events.close();
       }
     } finally {
       if (this.#ending.get(jobId) === ending.promise) this.#ending.delete(jobId);
       ending.resolve();
+    }
+  }
+
+  /**
+   * A job the store shows as ended whose log lacks that end (its worker died between the two, or the store's
+   * answer was lost): the end is appended from the row. Harmless when the worker is just recording it: one wins.
+   * Only the event: the zip is the worker's (a replica without a worker may not mount the workspace's disk).
+   */
+  repairEnd(job: Job): void {
+    if (job.status !== 'complete' && job.status !== 'error' && job.status !== 'cancelled') return;
+    const events = this.openEvents(job.id);
+    try {
+      events.appendEnd(job.steps, { status: job.status, ...(job.error ? { error: job.error } : {}), ...(job.summary ? { summary: job.summary } : {}), run: job.run, repaired: true });
+    } finally {
+      events.close();
     }
   }
 

@@ -214,7 +214,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
       // No mount outlives the server: the next start puts the workspace back on a disk of its own.
       await releaseWorkspaceDisk(paths).catch((error: unknown) => log.logger.error({ err: error }, 'releasing the workspace disk failed'));
     }
-    if (outcome) await jobs.endJob((await jobs.store.get(job.id)) ?? job, workerId, outcome, step);
+    if (outcome) await jobs.endJob(job, workerId, outcome, step);
     log.logger.info({ status: outcome?.status ?? 'abandoned', error: outcome?.error }, 'job ended');
     log.close();
   }

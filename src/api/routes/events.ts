@@ -3,7 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { JobEvent } from '../../jobs/event-log.ts';
-import { finishedStatuses, type JobStatus } from '../../store/types.ts';
+import { finishedStatuses, type Job, type JobStatus } from '../../store/types.ts';
 import { invalidRequest } from '../../errors.ts';
 import type { ApiContext, ZodApp } from '../server.ts';
 import { problemResponses, response } from '../openapi.ts';
@@ -13,6 +13,8 @@ import { requireJob } from './jobs.ts';
 const keepAliveMs = 15_000;
 /** Catches events written by workers in other processes, which the in-process bus does not see. */
 const pollMs = 1000;
+/** How long after the row's end its final event may still be on its way from the worker. */
+const endGraceMs = 5000;
 
 function write(raw: ServerResponse, event: JobEvent): void {
   raw.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
@@ -95,15 +97,27 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
         const last = cursor > 0 ? log.list(cursor - 1, 2) : [];
         return last.length === 1 && last[0]!.seq === cursor && isEnd(last[0]!);
       };
-      if (drain() || !follow || atEnd()) return close();
-      // The final event follows the row's final status within moments; if a crash lost it, stop waiting after a few polls.
-      let endedPolls = 0;
+      // The final event follows the row's final status within moments; one a crash lost is written from the row.
+      // Returns whether the row's run ended a while ago (so that nothing more will come).
+      const repairLostEnd = (row: Job): boolean => {
+        if (!finishedStatuses.includes(row.status) || row.finished_at === null || Date.now() - Date.parse(row.finished_at) <= endGraceMs) return false;
+        try {
+          context.jobs.repairEnd(row);
+        } catch (error) {
+          request.log.warn({ err: error, jobId: row.id }, 'writing the lost final event failed');
+        }
+        return true;
+      };
+      const ended = repairLostEnd(job);
+      if (drain() || !follow || atEnd() || ended) return close();
       timers.push(
         setInterval(() => {
           if (drain()) return close();
           void context.jobs.store.get(job.id).then(
             (row) => {
-              if (row !== undefined && finishedStatuses.includes(row.status) && ++endedPolls > 5) close();
+              if (closed || row === undefined || !repairLostEnd(row)) return;
+              drain();
+              close();
             },
             () => undefined, // the store is unreachable: the next poll asks again
           );
