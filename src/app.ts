@@ -23,6 +23,7 @@ import { createRuntimes } from './runtimes/index.ts';
 import { internalSecretName, workerIdWithAddress } from './jobs/remote/internal-auth.ts';
 import { startInternalServer } from './jobs/remote/internal-server.ts';
 import { resolveModel } from './agent/models/resolve-model.ts';
+import { openWorkspaceTransfer } from './transfer/index.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,8 +82,10 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
   const store = await openStore(config);
   let bus: EventBus;
+  const transfer = openWorkspaceTransfer(config, store.keys);
   try {
     if (api) assertListenAllowed(config, await store.keys.hasKeys());
+    await transfer.verify();
     bus = await openEventBus(config, logger.child({ component: 'bus' }));
   } catch (error) {
     await store.close();
@@ -105,7 +108,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     concurrency: config.concurrency,
     leaseMs: config.leaseMs,
     logger: logger.child({ workerId }),
-    run: createJobRunner({ config, jobs, runtimes, logger, workerId }),
+    run: createJobRunner({ config, jobs, transfer, runtimes, logger, workerId }),
     onExpired: (job) => jobs.recoverExpired(job),
   });
   // New jobs are claimed at once and cancels stop jobs at once, whichever process took the request.

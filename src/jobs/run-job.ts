@@ -30,10 +30,13 @@ import type { Job } from '../store/types.ts';
 import { hasWorkspaceBaseline, recordWorkspaceBaseline } from './workspace-baseline.ts';
 import { attachWorkspaceDisk, describeWorkspaceDisk, noDiskLimitHint, releaseWorkspaceDisk, workspaceDiskUnavailable } from './workspace-disk.ts';
 import { JobStop, type JobRunner } from './scheduler.ts';
+import type { WorkspaceTransfer } from '../transfer/types.ts';
 
 export interface RunJobDeps {
   config: Config;
   jobs: JobService;
+  /** Brings a claimed job's files to this worker and back (src/transfer). */
+  transfer: WorkspaceTransfer;
   runtimes: Runtimes;
   logger: Logger;
   workerId: string;
@@ -58,7 +61,15 @@ function outcomeOfStop(reason: unknown): JobOutcome | undefined {
 
 export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): Promise<void> {
   const { config, jobs, workerId } = deps;
-  const paths = jobs.paths(job.id);
+  let paths: JobPaths;
+  try {
+    paths = await deps.transfer.checkout(job.id);
+  } catch (error) {
+    // Without its files the job can neither run nor be resumed anywhere: it ends, in the store only.
+    deps.logger.error({ jobId: job.id, workerId, err: error }, `the job's files cannot be had: ${errorMessage(error)}`);
+    await jobs.store.finish(job.id, workerId, { status: 'error', error: errorMessage(error) });
+    return;
+  }
   const log = fileLogger(config.logLevel, `${paths.logs}/orchestrator.log`, { jobId: job.id, workerId });
   const events = jobs.openEvents(job.id);
   const wallTime = new AbortController();
@@ -207,6 +218,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     await context?.drain();
     events.close();
     await recording;
+    await deps.transfer.checkin(job.id, paths).catch((error: unknown) => log.logger.error({ err: error }, `handing the job's files back failed: ${errorMessage(error)}`));
     // A server shutting down leaves its jobs to resume on the next start (while attempts remain), not ended.
     const shutdown = stop.aborted && stop.reason instanceof JobStop && stop.reason.kind === 'shutdown';
     if (outcome && shutdown && (await jobs.requeue((await jobs.store.get(job.id)) ?? job, workerId, 'the server shut down while the job was running'))) {

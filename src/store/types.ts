@@ -233,8 +233,11 @@ export interface KeyStore {
    * key locks the server rather than opening it.
    */
   hasKeys(): Promise<boolean>;
-  /** A random 32-byte secret by name, made on first use and the same for every process that opens this store. */
-  serverSecret(name: string): Promise<Buffer>;
+  /**
+   * A value by name, made on first use and the same for every process that opens this store: the first caller's
+   * `offer`, by default 32 random bytes (a secret).
+   */
+  serverSecret(name: string, offer?: Buffer): Promise<Buffer>;
 }
 
 /**

@@ -43,8 +43,8 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   /** The first process to ask makes the secret; every other one, at once or later, reads that one. */
-  async serverSecret(name: string): Promise<Buffer> {
-    await this.#pool.query('INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [name, randomBytes(32)]);
+  async serverSecret(name: string, offer: Buffer = randomBytes(32)): Promise<Buffer> {
+    await this.#pool.query('INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [name, offer]);
     const { rows } = await this.#pool.query<{ value: Buffer }>('SELECT value FROM server_secrets WHERE name = $1', [name]);
     return rows[0]!.value;
   }

@@ -42,8 +42,8 @@ export class SqliteKeyStore implements KeyStore {
     return this.#db.prepare('SELECT 1 FROM api_keys LIMIT 1').get() !== undefined;
   }
 
-  async serverSecret(name: string): Promise<Buffer> {
-    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, randomBytes(32));
+  async serverSecret(name: string, offer: Buffer = randomBytes(32)): Promise<Buffer> {
+    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, offer);
     return (this.#db.prepare('SELECT value FROM server_secrets WHERE name = ?').get(name) as { value: Buffer }).value;
   }
 }

@@ -142,6 +142,24 @@ describe('a job scheduled on an API replica and run by a worker', () => {
   }, 60_000);
 });
 
+describe('a process whose data dir is not the shared one', () => {
+  it('refuses to start, naming the volume to mount', async () => {
+    const databaseUrl = await postgres.createDatabase();
+    const shared = mkdtempSync(join(tmpdir(), 'workcell-shared-'));
+    const elsewhere = mkdtempSync(join(tmpdir(), 'workcell-elsewhere-'));
+    try {
+      const first = await startTestApp({ databaseUrl }, { role: 'api', dataDir: shared });
+      await first.close();
+      await expect(startTestApp({ databaseUrl }, { role: 'worker', dataDir: elsewhere })).rejects.toThrow(/not the one the other processes of this database use.*WORKCELL_DATA_DIR/s);
+      const second = await startTestApp({ databaseUrl }, { role: 'worker', dataDir: shared });
+      await second.close();
+    } finally {
+      rmSync(shared, { recursive: true, force: true });
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
 /** A request with its path exactly as given (fetch would resolve dot segments before sending). */
 function rawStatus(base: string, method: string, path: string, headers: Record<string, string>): Promise<number | undefined> {
   return new Promise((resolve, reject) => {
