@@ -32,16 +32,21 @@ function dataDir(): string {
   return dir;
 }
 
-/** Starts `workcell serve` as a child process; resolves with its URL once it listens. */
-function startServer(dir: string, baseUrl: string): Promise<{ child: ChildProcess; app: Pick<App, 'url'> }> {
+/**
+ * Starts `workcell serve` as a child process; resolves with its URL once it listens. `leaseMs`: short where the test
+ * waits for a killed server's lease to run out; else the default, which a busy machine's late heartbeat cannot lose.
+ */
+function startServer(dir: string, baseUrl: string, leaseMs?: number): Promise<{ child: ChildProcess; app: Pick<App, 'url'> }> {
   const child = spawn(process.execPath, [main, 'serve', '--port', '0', '--data-dir', dir], {
     env: {
       ...process.env,
       WORKCELL_MODEL: 'openai-compatible:gpt-4o-mini',
+      // Not `auto`, which takes gVisor whenever a dockerd runs on the machine (another test's, which may stop it mid-job).
+      WORKCELL_RUNTIME: 'bwrap',
       WORKCELL_OPENAI_COMPATIBLE_BASE_URL: baseUrl,
       // Room for the system prompt and the tool definitions (about 7k tokens) and a few steps; the test is about resuming, not condensing.
       WORKCELL_CONTEXT_WINDOW: '16384',
-      WORKCELL_LEASE_MS: '2000',
+      ...(leaseMs === undefined ? {} : { WORKCELL_LEASE_MS: String(leaseMs) }),
       WORKCELL_LOG_LEVEL: 'warn',
       WORKCELL_CONCURRENCY: '1',
     },
@@ -95,7 +100,7 @@ describe('a job whose worker is killed mid-job', () => {
 
     // The interrupted run: SIGKILL while step 15's shell command is running in the sandbox.
     const dir = dataDir();
-    const first = await startServer(dir, llm.baseUrl);
+    const first = await startServer(dir, llm.baseUrl, 2000);
     const jobId = await schedule(first.app.url);
     const seen: StreamedEvent[] = [];
     const exited = new Promise((resolve) => first.child.once('exit', resolve));
@@ -109,7 +114,7 @@ describe('a job whose worker is killed mid-job', () => {
     expect(seen.at(-1)?.type).toBe('tool-call');
     const killedAtStep = seen.at(-1)!.step;
 
-    const second = await startServer(dir, llm.baseUrl);
+    const second = await startServer(dir, llm.baseUrl, 2000);
     const rest = await collectEvents(second.app as App, jobId, { lastEventId: seen.at(-1)!.id });
     expect(rest.at(-1)?.data, JSON.stringify(rest.at(-1))).toMatchObject({ status: 'complete' });
     const job = (await (await fetch(`${second.app.url}/jobs/${jobId}`)).json()) as { status: string; attempts: number; usage: { steps: number } };
@@ -150,7 +155,7 @@ describe('a job whose worker is killed mid-job', () => {
     // The stopping server put the job back in the queue instead of ending it.
     expect(seen.filter((event) => event.type === 'job-status').map((event) => event.data.status).slice(0, 3)).toEqual(['pending', 'running', 'pending']);
     const rest = await collectEvents(second.app as App, jobId, { lastEventId: seen.at(-1)!.id });
-    expect(rest.at(-1)?.data).toMatchObject({ status: 'complete' });
+    expect(rest.at(-1)?.data, JSON.stringify(rest.at(-1)?.data)).toMatchObject({ status: 'complete' });
     const zip = await downloadZip(second.app as App, jobId);
     const lines = zip.get('calls.txt')?.content.split('\n').filter(Boolean) ?? [];
     expect(new Set(lines).size).toBe(16);

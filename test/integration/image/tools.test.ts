@@ -63,8 +63,10 @@ describe('sandbox image', () => {
     const { sh } = fixture();
     const result = await sh(
       [
-        'Xvfb :7 -screen 0 800x600x24 -nolisten tcp >/tmp/xvfb.log 2>&1 & xvfb=$!',
-        'for i in $(seq 100); do [ -e /tmp/.X11-unix/X7 ] && break; sleep 0.05; done',
+        // Ready once it writes its display number on -displayfd; -noreset: without it the server resets when its last
+        // client (xdotool) leaves, and a connection made during the reset (scrot's) is refused.
+        'Xvfb :7 -screen 0 800x600x24 -nolisten tcp -noreset -displayfd 3 3>/tmp/xvfb.ready >/tmp/xvfb.log 2>&1 & xvfb=$!',
+        'for i in $(seq 1200); do [ -s /tmp/xvfb.ready ] && break; sleep 0.05; done',
         'export DISPLAY=:7',
         'xdotool getdisplaygeometry',
         'scrot /tmp/shot.png && head -c 8 /tmp/shot.png | od -An -tx1 | tr -d " \\n"; echo',
