@@ -370,6 +370,8 @@ export async function zipWorkspace(
             zip.addReadStream(stream, item.name, fileOptions);
             // One file open at a time; the pipe into the zip carries back-pressure from the output file.
             await Promise.race([finished(stream), failure.promise]);
+            // Closed, not just read: the workspace's disk is unmounted next, which a descriptor still open would block.
+            if (!stream.closed) await Promise.race([once(stream, 'close'), failure.promise]);
             current = undefined;
           }
         }

@@ -12,6 +12,7 @@
 // systems are mounted nosuid,nodev.
 import { mkdir, mkdtemp, readFile, realpath, rename, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Config } from '../config.ts';
 import { WorkcellError } from '../errors.ts';
 import { findExecutable, runCommand } from '../runtimes/probe.ts';
@@ -33,6 +34,8 @@ export interface WorkspaceDiskPaths {
 }
 
 const commandTimeoutMs = 120_000;
+/** How long a busy workspace mount is waited for at its release. */
+const busyUnmountMs = 10_000;
 const mountOptions = 'loop,nosuid,nodev,noinit_itable';
 
 export const noDiskLimitHint = 'set WORKCELL_UNSAFE_NO_LIMITS=1 to run without disk limits (not safe: a sandbox can fill the host disk)';
@@ -151,6 +154,21 @@ async function run(tool: string, args: string[]): Promise<void> {
 }
 
 /**
+ * umount, tried again while the mount is busy: a descriptor the worker itself just used there (the zip's last file,
+ * whose close the thread pool may still be running on a busy host) is closed a moment later. Seen: the release failing
+ * with "target is busy" under load, the job ending with its workspace still mounted.
+ */
+async function unmount(target: string): Promise<void> {
+  const deadline = Date.now() + busyUnmountMs;
+  for (;;) {
+    const result = await runCommand(findExecutable('umount')!, [target], { timeoutMs: commandTimeoutMs });
+    if (result.ok) return;
+    if (!/busy/i.test(result.stderr) || Date.now() > deadline) throw new WorkcellError('sandbox_failed', `umount ${target} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
+    await delay(100);
+  }
+}
+
+/**
  * Puts the workspace on a disk of `sizeMb` (creating the image from what the workspace holds, e.g. uploaded inputs),
  * or re-mounts an image left by an earlier attempt of the job. Idempotent: an already mounted workspace is left as it
  * is. The file system's root keeps the directory's owner and mode; the runtime hands it to the sandbox user.
@@ -237,7 +255,7 @@ const stagingPath = (paths: WorkspaceDiskPaths) => `${paths.workspaceImage}.mnt`
 export async function releaseWorkspaceDisk(paths: WorkspaceDiskPaths): Promise<void> {
   if ((await mountType(paths.workspace)) === 'tmpfs') return releaseWorkspaceTmpfs(paths.workspace);
   if ((await stat(paths.workspaceImage).catch(() => undefined)) === undefined) return;
-  if (await isMountPoint(paths.workspace)) await run('umount', [paths.workspace]);
+  if (await isMountPoint(paths.workspace)) await unmount(paths.workspace);
   const staging = stagingPath(paths);
   await mkdir(staging, { recursive: true, mode: 0o700 });
   if (!(await isMountPoint(staging))) {
@@ -270,7 +288,7 @@ async function releaseWorkspaceTmpfs(workspace: string): Promise<void> {
   await mkdir(staging, { mode: 0o700 });
   try {
     await run('cp', ['-a', '--no-dereference', '--', `${workspace}/.`, staging]);
-    await run('umount', [workspace]);
+    await unmount(workspace);
   } catch (error) {
     await rm(staging, { recursive: true, force: true });
     throw error;

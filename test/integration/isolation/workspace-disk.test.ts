@@ -2,7 +2,7 @@
 // and copied back as a plain directory afterwards, links kept as links and never followed; the same for the tmpfs
 // fallback. Whether loop devices work is found out by mounting one, here (they do) and on a host without them (a
 // mount namespace whose /dev has none, test/helpers/no-loop-devices.ts), where the check says what it costs.
-import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +72,18 @@ describe.runIf(process.getuid?.() === 0)('the workspace disk', () => {
     await writeFile(join(paths.workspace, 'after.txt'), 'writable\n');
     await releaseWorkspaceDisk(paths);
     expect((await readdir(paths.workspace)).sort()).toEqual(['after.txt', 'kept.txt']);
+  });
+
+  it.each(['loop', 'tmpfs'] as const)('%s: is released once a file the worker still had open there closes (a busy mount is waited for)', async (kind) => {
+    await attachWorkspaceDisk(paths, 16, kind);
+    await writeFile(join(paths.workspace, 'last.txt'), 'the zip read me last');
+    // The zip's last file, its descriptor closed a moment after the read (the thread pool is busy on a loaded host).
+    const handle = await open(join(paths.workspace, 'last.txt'), 'r');
+    const closing = new Promise<void>((resolve) => setTimeout(() => void handle.close().then(resolve), 1000));
+    await releaseWorkspaceDisk(paths);
+    await closing;
+    expect(await isMountPoint(paths.workspace)).toBe(false);
+    expect(await readFile(join(paths.workspace, 'last.txt'), 'utf8')).toBe('the zip read me last');
   });
 
   it('tmpfs fallback: starts with what the workspace held, keeps its owner and mode, is full at its size, and goes back to a plain directory', async () => {

@@ -215,6 +215,9 @@ describe('two API replicas and two workers, each its own host, on one Postgres',
     }
     // The killed worker held jobs when it died: the other resumed them.
     expect(resumed.length).toBeGreaterThan(0);
+    // Nothing of an ended job is left mounted: each workspace's disk was released after its zip.
+    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4] ?? '');
+    expect(mounted.filter((path) => path.startsWith(`${dataDir}/`) && !path.includes(long))).toEqual([]);
   }, 600_000);
 
   it('ends the long job through a replica, and the other replica streams its end', async () => {
