@@ -64,7 +64,7 @@ export async function benchSchedule(options: HttpBenchOptions): Promise<Result[]
       const schedule = await generateLoad({ url: `${app.url}/schedule`, method: 'POST', body, contentType: 'application/json', ...load }, signal);
       if (app.scheduler.runningJobIds.length > 0) throw new Error('a benchmark job was claimed: the scheduler should have been stopped');
       return [
-        loadResult(group, '`POST /schedule` (JSON task; creates the job dir, its event log and row)', false, schedule),
+        loadResult(group, "`POST /schedule` (JSON task; writes the job's row: its directory and event log are made when first needed)", false, schedule),
         loadResult(group, 'baseline: `GET /healthz` on the same server, same load', true, health),
       ];
     } finally {

@@ -65,20 +65,20 @@ export function markdownReport(report: Report): string {
     `- date: ${report.date}`,
     `- command: \`${report.command}\``,
     '',
-    '| measurement | n | median ms | p95 ms | min ms | max ms | req/s |',
-    '|---|--:|--:|--:|--:|--:|--:|',
+    '| measurement | n | median ms | p95 ms | p99 ms | min ms | max ms | req/s |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
   ];
   let group: string | undefined;
   for (const result of report.results) {
     if (result.group !== group) {
       group = result.group;
-      lines.push(`| **${group}** | | | | | | |`);
+      lines.push(`| **${group}** | | | | | | | |`);
     }
-    const { n, median, p95, min, max } = result.latencyMs;
+    const { n, median, p95, p99, min, max } = result.latencyMs;
     const rate = result.requestsPerSecond === undefined ? '' : formatNumber(result.requestsPerSecond);
     const errors = result.errors ? ` (${result.errors} errors)` : '';
     const name = result.baseline ? `&nbsp;&nbsp;${result.name}` : result.name;
-    lines.push(`| ${name}${errors} | ${n} | ${[median, p95, min, max].map(formatNumber).join(' | ')} | ${rate} |`);
+    lines.push(`| ${name}${errors} | ${n} | ${[median, p95, p99, min, max].map(formatNumber).join(' | ')} | ${rate} |`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -1,4 +1,4 @@
-// The benchmarks: `node bench/run.ts [--quick] [--json]` (npm run bench). Measures sandbox start-up, a shell call
+// The benchmarks: `node bench/run.ts [--quick] [--json] [--only create|shell|http|isolation|code ...]` (npm run bench). Measures sandbox start-up, a shell call
 // through sandboxd and POST /schedule throughput, each next to baselines measured in the same run, and prints a
 // Markdown table (or JSON with --json) on stdout; progress goes to stderr. Needs what the integration tests need:
 // bwrap, the built rootfs and (as root) the sandbox user. Ctrl-C stops it after cleaning up.
@@ -13,7 +13,13 @@ import { describeMachine, printReport, type Report } from './report.ts';
 import { benchSandboxCreate, benchShellCall } from './sandbox-bench.ts';
 import type { Result } from './stats.ts';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
+const measurements = ['create', 'shell', 'http', 'isolation', 'code'] as const;
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, only: { type: 'string', multiple: true } } });
+for (const name of flags.only ?? []) {
+  if (!(measurements as readonly string[]).includes(name)) throw new Error(`--only ${name}: not a measurement (${measurements.join(', ')})`);
+}
+/** Whether this run takes the measurement (all of them without --only). */
+const wanted = (name: (typeof measurements)[number]) => flags.only === undefined || flags.only.includes(name);
 const sizes = flags.quick
   ? { createIterations: 5, shellIterations: 50, shellWarmup: 10, httpDurationMs: 2000, isolationIterations: 5, codeSandboxes: 3, codeIterations: 20 }
   : { createIterations: 20, shellIterations: 200, shellWarmup: 20, httpDurationMs: 5000, isolationIterations: 20, codeSandboxes: 5, codeIterations: 50 };
@@ -35,16 +41,26 @@ async function main(): Promise<Report> {
   const signal = interrupted.signal;
 
   const results: Result[] = [];
-  progress(`sandbox create, n=${sizes.createIterations}`);
-  results.push(...(await benchSandboxCreate({ config, runtime, iterations: sizes.createIterations, signal, progress })));
-  progress(`shell call, n=${sizes.shellIterations}`);
-  results.push(...(await benchShellCall({ config, runtime, iterations: sizes.shellIterations, warmup: sizes.shellWarmup, signal, progress })));
-  progress(`HTTP load, ${sizes.httpDurationMs / 1000} s each`);
-  results.push(...(await benchSchedule({ connections: 16, durationMs: sizes.httpDurationMs, warmupMs: 500, signal, progress })));
-  progress(`isolation overhead, n=${sizes.isolationIterations}`);
-  results.push(...(await benchIsolation({ config, iterations: sizes.isolationIterations, signal, progress })));
-  progress(`run_code, ${sizes.codeSandboxes} fresh sandboxes, n=${sizes.codeIterations} warm`);
-  results.push(...(await benchRunCode({ config, runtime, sandboxes: sizes.codeSandboxes, iterations: sizes.codeIterations, signal, progress })));
+  if (wanted('create')) {
+    progress(`sandbox create, n=${sizes.createIterations}`);
+    results.push(...(await benchSandboxCreate({ config, runtime, iterations: sizes.createIterations, signal, progress })));
+  }
+  if (wanted('shell')) {
+    progress(`shell call, n=${sizes.shellIterations}`);
+    results.push(...(await benchShellCall({ config, runtime, iterations: sizes.shellIterations, warmup: sizes.shellWarmup, signal, progress })));
+  }
+  if (wanted('http')) {
+    progress(`HTTP load, ${sizes.httpDurationMs / 1000} s each`);
+    results.push(...(await benchSchedule({ connections: 16, durationMs: sizes.httpDurationMs, warmupMs: 500, signal, progress })));
+  }
+  if (wanted('isolation')) {
+    progress(`isolation overhead, n=${sizes.isolationIterations}`);
+    results.push(...(await benchIsolation({ config, iterations: sizes.isolationIterations, signal, progress })));
+  }
+  if (wanted('code')) {
+    progress(`run_code, ${sizes.codeSandboxes} fresh sandboxes, n=${sizes.codeIterations} warm`);
+    results.push(...(await benchRunCode({ config, runtime, sandboxes: sizes.codeSandboxes, iterations: sizes.codeIterations, signal, progress })));
+  }
   machine.loadAverage.end = describeMachine().loadAverage.start;
   return { machine, date, command, results };
 }

@@ -3,11 +3,12 @@ export interface Summary {
   n: number;
   median: number;
   p95: number;
+  p99: number;
   min: number;
   max: number;
 }
 
-/** Median (mean of the middle two when n is even) and p95 by nearest rank: the smallest sample >= 95 % of them. */
+/** Median (mean of the middle two when n is even), p95 and p99 by nearest rank (p95: the smallest sample >= 95 % of them). */
 export function summarize(samples: readonly number[]): Summary {
   if (samples.length === 0) throw new Error('summarize: no samples (the measurement recorded nothing)');
   const sorted = [...samples].sort((a, b) => a - b);
@@ -18,6 +19,7 @@ export function summarize(samples: readonly number[]): Summary {
     n,
     median: n % 2 === 1 ? at(middle) : (at(middle - 1) + at(middle)) / 2,
     p95: at(Math.ceil(0.95 * n) - 1),
+    p99: at(Math.ceil(0.99 * n) - 1),
     min: at(0),
     max: at(n - 1),
   };
