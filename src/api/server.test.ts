@@ -45,16 +45,23 @@ function expectProblem(response: { statusCode: number; headers: Record<string, u
 }
 
 describe('POST /schedule', () => {
-  it('accepts a text/plain task: 202, job id, Location, job directory with input.txt', async () => {
+  it('accepts a text/plain task: 202, job id, Location; the job directory with input.txt follows at its first need', async () => {
     const response = await schedule('Build me a todo app in React');
     expect(response.statusCode).toBe(202);
     const { job_id } = response.json<{ job_id: string }>();
     expect(job_id).toMatch(/^job_[0-9a-z]{26}$/);
     expect(response.headers.location).toBe(`/jobs/${job_id}`);
-    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe('Build me a todo app in React');
-    expect(existsSync(join(dir, 'jobs', job_id, 'workspace'))).toBe(true);
     const status = await app.inject(`/status/${job_id}`);
     expect(status.json()).toEqual({ job_id, status: 'pending', created_at: expect.any(String), runtime: null, isolation: null });
+    // Scheduling wrote the row alone; the first reader of its events (or the worker's claim) makes the directory.
+    expect(existsSync(join(dir, 'jobs', job_id))).toBe(false);
+    const events = await app.inject(`/jobs/${job_id}/events?follow=false`);
+    expect(events.body).toContain(`"data":{"status":"pending"}`);
+    expect(events.body).toContain(`"time":"${status.json<{ created_at: string }>().created_at}"`);
+    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe('Build me a todo app in React');
+    expect(existsSync(join(dir, 'jobs', job_id, 'workspace'))).toBe(true);
+    // Opened again: the same first event, once.
+    expect((await app.inject(`/jobs/${job_id}/events?follow=false`)).body).toBe(events.body);
   });
 
   it('accepts JSON with options and applies defaults to unset limits', async () => {
@@ -110,8 +117,9 @@ describe('POST /schedule', () => {
   it('stores hostile text verbatim and never interprets it', async () => {
     const task = "$(rm -rf /); `id`; ../../etc/passwd\u0000 <script>alert(1)</script> '\"";
     const { job_id } = (await schedule({ task })).json<{ job_id: string }>();
-    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe(task);
     expect((await app.inject(`/jobs/${job_id}`)).json<{ task: string }>().task).toBe(task);
+    jobs.jobFiles((await store.jobs.get(job_id))!);
+    expect(readFileSync(join(dir, 'jobs', job_id, 'input.txt'), 'utf8')).toBe(task);
   });
 });
 
@@ -185,7 +193,7 @@ describe('the final event of an ended job', () => {
     const first = await app.inject(`/jobs/${job_id}/events`);
     expect(finalEvents(first.body)).toEqual([expect.objectContaining({ data: { status: 'complete', summary: 'done', run: 1, repaired: true } })]);
     // A late end from the worker, and another reader: still one final event.
-    await jobs.recordEnd(job_id, { status: 'complete', summary: 'done' }, 1, 1);
+    await jobs.recordEnd((await store.jobs.get(job_id))!, { status: 'complete', summary: 'done' }, 1);
     expect(finalEvents((await app.inject(`/jobs/${job_id}/events`)).body)).toHaveLength(1);
   });
 

@@ -78,8 +78,12 @@ export class EventLog implements EventSink {
   readonly #after: Database.Statement<[number, number], { seq: number; type: JobEventType; step: number; time: string; data: string }>;
   readonly #bus: EventBus | undefined;
 
-  /** `bus`: where appended events are announced (a log only read, or one nobody follows, needs none). */
-  constructor(jobId: string, dbPath: string, options: { readonly?: boolean; bus?: EventBus } = {}) {
+  /**
+   * `bus`: where appended events are announced (a log only read, or one nobody follows, needs none). `first`: the
+   * event a new log starts with (the job's pending status, made from its row: whoever opens the log first writes the
+   * same one), written only into a log that has none.
+   */
+  constructor(jobId: string, dbPath: string, options: { readonly?: boolean; bus?: EventBus; first?: { time: string; data: Record<string, unknown> } } = {}) {
     this.jobId = jobId;
     this.#bus = options.bus;
     this.#db = new Database(dbPath, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
@@ -87,6 +91,11 @@ export class EventLog implements EventSink {
     if (!options.readonly) {
       this.#db.pragma('journal_mode = WAL');
       migrate(this.#db, migrations);
+      if (options.first !== undefined) {
+        this.#db
+          .prepare(`INSERT INTO events (type, step, time, data) SELECT 'job-status', 0, ?, ? WHERE NOT EXISTS (SELECT 1 FROM events)`)
+          .run(options.first.time, JSON.stringify(options.first.data));
+      }
     }
     this.#insert = this.#db.prepare('INSERT INTO events (type, step, time, data, tokens, chars) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq');
     this.#after = this.#db.prepare('SELECT seq, type, step, time, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?');

@@ -16,7 +16,7 @@ import { EventLog } from './event-log.ts';
 import { writeJobArtifacts } from './job-artifacts.ts';
 import { resolveJobLimits } from './job-limits.ts';
 import { jobNetworkFromRequest } from './job-network.ts';
-import { createJobDir, jobPaths } from './job-paths.ts';
+import { ensureJobDir, jobPaths, type JobPaths } from './job-paths.ts';
 import { attachWorkspaceDisk, mountType, releaseWorkspaceDisk } from './workspace-disk.ts';
 import { finishedStatuses, type GitInput, type Job, type JobInputs, type JobLimits, type JobStore } from '../store/types.ts';
 import { reopenJob } from './job-runs.ts';
@@ -94,9 +94,21 @@ export class JobService {
     return this.#bus;
   }
 
-  /** The job's event log, announcing what is appended to it on the bus. The caller closes it. */
-  openEvents(jobId: string): EventLog {
-    return new EventLog(jobId, this.paths(jobId).contextDb, { bus: this.#bus });
+  /**
+   * The job's event log, announcing what is appended to it on the bus; made on first use (with the job's directory),
+   * starting with the job's pending status. The caller closes it.
+   */
+  openEvents(job: Job): EventLog {
+    const paths = this.jobFiles(job);
+    const first = { time: job.created_at, data: { status: 'pending', ...(job.forked_from === null ? {} : { from_job: job.forked_from }) } };
+    return new EventLog(job.id, paths.contextDb, { bus: this.#bus, first });
+  }
+
+  /** The job's directory, made if it is not there yet (scheduling does not make it: job-paths.ts). */
+  jobFiles(job: Job): JobPaths {
+    const paths = this.paths(job.id);
+    ensureJobDir(paths, job.task);
+    return paths;
   }
 
   /**
@@ -181,7 +193,8 @@ export class JobService {
     const inputs = jobInputs(input, upload, limits.disk_mb);
     const id = newJobId();
     const paths = this.paths(id);
-    await createJobDir(paths, input.task);
+    // A job with files to start from gets its directory now; any other, when it is first needed (job-paths.ts).
+    if (upload !== undefined || source !== undefined) ensureJobDir(paths, input.task);
     if (upload !== undefined) {
       try {
         // The uploaded tree becomes the workspace in one rename (same file system: both under the data directory).
@@ -200,12 +213,6 @@ export class JobService {
         await rm(paths.root, { recursive: true, force: true });
         throw error;
       }
-    }
-    const events = this.openEvents(id);
-    try {
-      events.append('job-status', 0, { status: 'pending', ...(source === undefined ? {} : { from_job: source.id }) });
-    } finally {
-      events.close();
     }
     const result = await this.#store.create({
       id,
@@ -239,7 +246,7 @@ export class JobService {
     await this.#ending.get(jobId);
     const job = await this.get(jobId, owner);
     if (finishedStatuses.includes(job.status)) {
-      const events = this.openEvents(jobId);
+      const events = this.openEvents(job);
       let reopened: Awaited<ReturnType<typeof reopenJob>>;
       try {
         reopened = await reopenJob(this.#store, this.paths(jobId), events, job, text);
@@ -252,7 +259,7 @@ export class JobService {
       }
       return { seq: reopened.messageSeq, run: reopened.job?.run ?? job.run + 1, reopened: reopened.job !== undefined };
     }
-    const events = this.openEvents(jobId);
+    const events = this.openEvents(job);
     try {
       return { seq: events.append('user-message', job.steps, { text, source: 'client', run: job.run }).seq, run: job.run, reopened: false };
     } finally {
@@ -327,7 +334,7 @@ export class JobService {
     const maxAttempts = this.#config.maxAttempts;
     if (job.attempts >= maxAttempts || !(await this.#store.requeue(job.id, lockedBy))) return false;
     this.#logger.warn({ jobId: job.id, attempts: job.attempts, maxAttempts }, `${why}: the job resumes from its context store`);
-    const events = this.openEvents(job.id);
+    const events = this.openEvents(job);
     try {
       events.append('job-status', job.steps, { status: 'pending', resume: true, reason: `${why}; it resumes from its last completed step (attempt ${job.attempts + 1} of ${maxAttempts})` });
     } finally {
@@ -343,7 +350,7 @@ export class JobService {
     const result = await this.#store.requestCancel(jobId);
     if (result === 'already-finished') throw conflict(`job ${jobId} has already ended (${(await this.#store.get(jobId))?.status ?? job.status}): nothing to cancel`);
     if (result === 'cancelled') {
-      await this.recordEnd(jobId, { status: 'cancelled', error: 'cancelled before it started' }, 0, job.run);
+      await this.recordEnd(job, { status: 'cancelled', error: 'cancelled before it started' }, 0);
     } else {
       this.#queueChanged('cancel');
     }
@@ -355,9 +362,9 @@ export class JobService {
    * store (if `workerId` still holds it, or the job is unclaimed when `workerId` is null) and as the last event.
    */
   async endJob(job: Job, workerId: string | null, outcome: JobOutcome, step = job.steps): Promise<void> {
-    await this.#zip(job.id);
+    await this.#zip(job);
     if (!(await this.#finish(job.id, workerId, outcome))) return; // someone else ended it first
-    await this.recordEnd(job.id, outcome, step, job.run);
+    await this.recordEnd(job, outcome, step);
   }
 
   /**
@@ -381,25 +388,25 @@ export class JobService {
   }
 
   /**
-   * Zips (if not yet) and appends the final job-status event of a job (of its run `run`) the store already shows as
+   * Zips (if not yet) and appends the final job-status event of the run `job.run` of a job the store already shows as
    * ended, unless the log has it already.
    */
-  async recordEnd(jobId: string, outcome: JobOutcome, step: number, run: number): Promise<void> {
+  async recordEnd(job: Job, outcome: JobOutcome, step: number): Promise<void> {
     // A message or a fork waits for this (the zip and the final event belong to the run that ended).
     const ending = Promise.withResolvers<void>();
-    const previous = this.#ending.get(jobId);
-    this.#ending.set(jobId, ending.promise);
+    const previous = this.#ending.get(job.id);
+    this.#ending.set(job.id, ending.promise);
     try {
       await previous;
-      await this.#zip(jobId);
-      const events = this.openEvents(jobId);
+      await this.#zip(job);
+      const events = this.openEvents(job);
       try {
-        events.appendEnd(step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), run });
+        events.appendEnd(step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), run: job.run });
       } finally {
         events.close();
       }
     } finally {
-      if (this.#ending.get(jobId) === ending.promise) this.#ending.delete(jobId);
+      if (this.#ending.get(job.id) === ending.promise) this.#ending.delete(job.id);
       ending.resolve();
     }
   }
@@ -411,7 +418,7 @@ export class JobService {
    */
   repairEnd(job: Job): void {
     if (job.status !== 'complete' && job.status !== 'error' && job.status !== 'cancelled') return;
-    const events = this.openEvents(job.id);
+    const events = this.openEvents(job);
     try {
       events.appendEnd(job.steps, { status: job.status, ...(job.error ? { error: job.error } : {}), ...(job.summary ? { summary: job.summary } : {}), run: job.run, repaired: true });
     } finally {
@@ -423,8 +430,9 @@ export class JobService {
     return existsSync(this.paths(jobId).outputZip);
   }
 
-  async #zip(jobId: string): Promise<void> {
-    const paths = this.paths(jobId);
+  async #zip(job: Job): Promise<void> {
+    const jobId = job.id;
+    const paths = this.jobFiles(job);
     const onDisk = existsSync(paths.workspaceImage);
     // The tmpfs fallback (WORKCELL_DISK_LIMIT=tmpfs) has no image: it is what is mounted there.
     const onTmpfs = (await mountType(paths.workspace)) === 'tmpfs';

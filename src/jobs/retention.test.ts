@@ -31,6 +31,7 @@ afterEach(async () => {
 async function finishedJob(endedAt: Date): Promise<string> {
   const { job } = await jobs.schedule({ task: 'x' });
   expect((await store.jobs.claim('worker', 60_000))?.id).toBe(job.id);
+  jobs.jobFiles(job); // its worker makes the job's directory
   expect(await store.jobs.finish(job.id, 'worker', { status: 'complete', summary: 'done' }, endedAt)).toBe(true);
   return job.id;
 }

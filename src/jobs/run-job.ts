@@ -63,7 +63,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
   const { config, jobs, workerId } = deps;
   let paths: JobPaths;
   try {
-    paths = await deps.transfer.checkout(job.id);
+    paths = await deps.transfer.checkout(job);
   } catch (error) {
     // Without its files the job can neither run nor be resumed anywhere: it ends, in the store only.
     deps.logger.error({ jobId: job.id, workerId, err: error }, `the job's files cannot be had: ${errorMessage(error)}`);
@@ -71,7 +71,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     return;
   }
   const log = fileLogger(config.logLevel, `${paths.logs}/orchestrator.log`, { jobId: job.id, workerId });
-  const events = jobs.openEvents(job.id);
+  const events = jobs.openEvents(job);
   const wallTime = new AbortController();
   // Wall time counts from the run's first start (started_at is the current run's): a resumed run has only what is left
   // of it, a job continued by a message gets it whole again.

@@ -2,6 +2,7 @@
 // worker that runs it and come back to where every process reads them. One implementation per folder; the app
 // picks one (index.ts). The API reads a job's files through the same paths (jobs/job-paths.ts).
 import type { JobPaths } from '../jobs/job-paths.ts';
+import type { Job } from '../store/types.ts';
 
 export interface WorkspaceTransfer {
   /** What this transfer is, for logs and `workcell doctor`. */
@@ -11,8 +12,11 @@ export interface WorkspaceTransfer {
    * says what is wrong and how to fix it (the process must not start).
    */
   verify(): Promise<void>;
-  /** Before a claimed job runs: its files at paths on this host. Throws a WorkcellError when they cannot be had. */
-  checkout(jobId: string): Promise<JobPaths>;
+  /**
+   * Before a claimed job runs: its files at paths on this host (its directory made if scheduling left that to the
+   * worker). Throws a WorkcellError when files it must start from cannot be had.
+   */
+  checkout(job: Job): Promise<JobPaths>;
   /** After the job's run ended or was handed back: its files back where every process reads them. */
   checkin(jobId: string, paths: JobPaths): Promise<void>;
 }

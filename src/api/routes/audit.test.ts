@@ -96,7 +96,7 @@ describe('GET /jobs/:id/audit', () => {
     expect(empty.headers['content-type']).toBe('application/x-ndjson; charset=utf-8');
     expect(empty.body).toBe('');
     const lines = ['{"type":"file","n":1}', '{"type":"network","n":2}', '{"type":"file","n":3}'];
-    writeFileSync(jobs.paths(job_id).audit, `${lines.join('\n')}\n`);
+    writeFileSync(jobs.jobFiles((await store!.jobs.get(job_id))!).audit, `${lines.join('\n')}\n`); // as a worker writes it
     expect((await server.inject(`/jobs/${job_id}/audit`)).body).toBe(`${lines.join('\n')}\n`);
     expect((await server.inject(`/jobs/${job_id}/audit?after=2`)).body).toBe(`${lines[2]}\n`);
     expect((await server.inject(`/jobs/${job_id}/audit?after=3`)).body).toBe('');

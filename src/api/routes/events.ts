@@ -52,7 +52,7 @@ export function registerEventRoutes(app: ZodApp, context: ApiContext): void {
       let cursor = request.query.after ?? lastEventId ?? 0;
       const follow = request.query.follow === 'true';
 
-      const log = context.jobs.openEvents(job.id);
+      const log = context.jobs.openEvents(job);
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });

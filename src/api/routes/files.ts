@@ -146,7 +146,7 @@ export function registerFileRoutes(app: ZodApp, context: ApiContext): void {
     if (job.status === 'pending' && writing) {
       throw new WorkcellError('conflict', `job ${job.id} has not started yet: its workspace takes changes once it runs (through its sandbox) or after it ends; to start it with files, send them with POST /schedule (multipart/form-data)`);
     }
-    return { kind: 'host', files: hostFilesFor(context.jobs.paths(job.id).workspace), job };
+    return { kind: 'host', files: hostFilesFor(context.jobs.jobFiles(job).workspace), job };
   }
 
   async function audit(job: Job, request: FastifyRequest, op: FileOperation, path: string, outcome: { error?: unknown; bytes?: number; etag?: string }): Promise<void> {

@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { migrate } from '../../util/sqlite.ts';
+import { cacheStatements, migrate } from '../../util/sqlite.ts';
 
 const migrations = [
   `CREATE TABLE jobs (
@@ -136,5 +136,5 @@ export function openDatabase(dataDir: string): Database.Database {
     db.close();
     throw error;
   }
-  return db;
+  return cacheStatements(db);
 }

@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WorkcellError } from '../../errors.ts';
-import { createJobDir, jobPaths } from '../../jobs/job-paths.ts';
+import { jobPaths } from '../../jobs/job-paths.ts';
 import { openSqliteStore } from '../../store/sqlite/index.ts';
-import type { Store } from '../../store/types.ts';
+import type { Job, Store } from '../../store/types.ts';
 import { SharedVolumeTransfer, type FirstOffer } from './shared-volume.ts';
 
 let root: string;
@@ -51,15 +51,28 @@ describe('SharedVolumeTransfer.verify', () => {
 });
 
 describe('SharedVolumeTransfer.checkout', () => {
-  it("gives the job's paths in the data dir, and a not_found error when its files are missing", async () => {
+  const job = (id: string, fields: Partial<Job> = {}) => ({ id, task: 'the task', inputs: {}, forked_from: null, ...fields }) as Job;
+
+  it("makes the directory of a job that starts empty (scheduling leaves that to the worker), and keeps one that exists", async () => {
     const dir = join(root, 'data');
-    const paths = jobPaths(dir, 'job_a');
-    await createJobDir(paths, 'task');
     const transfer = new SharedVolumeTransfer(dir);
-    expect(await transfer.checkout('job_a')).toEqual(paths);
-    const missing = await transfer.checkout('job_b').catch((error: unknown) => error);
-    expect(missing).toBeInstanceOf(WorkcellError);
-    expect((missing as WorkcellError).code).toBe('not_found');
-    expect((missing as Error).message).toMatch(/no input\.txt.*WORKCELL_DATA_DIR/);
+    const paths = await transfer.checkout(job('job_a'));
+    expect(paths).toEqual(jobPaths(dir, 'job_a'));
+    expect(readFileSync(paths.input, 'utf8')).toBe('the task');
+    expect(statSync(paths.workspace).isDirectory()).toBe(true);
+    writeFileSync(join(paths.workspace, 'kept'), 'x');
+    await transfer.checkout(job('job_a'));
+    expect(readFileSync(join(paths.workspace, 'kept'), 'utf8')).toBe('x');
+  });
+
+  it('refuses, with a not_found error, a job whose uploaded or forked files are missing', async () => {
+    const transfer = new SharedVolumeTransfer(join(root, 'data'));
+    for (const missing of [job('job_b', { inputs: { upload: { entries: 1, bytes: 1 } } }), job('job_c', { forked_from: 'job_a' })]) {
+      const error = await transfer.checkout(missing).catch((thrown: unknown) => thrown);
+      expect(error).toBeInstanceOf(WorkcellError);
+      expect((error as WorkcellError).code).toBe('not_found');
+      expect((error as Error).message).toMatch(/no input\.txt.*WORKCELL_DATA_DIR/);
+    }
+    expect(existsSync(join(root, 'data', 'jobs', 'job_b'))).toBe(false);
   });
 });

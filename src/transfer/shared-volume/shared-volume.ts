@@ -7,11 +7,13 @@
 // the data dir: each drops a marker file named by a random token in it, then offers its token to the database; the
 // first offer is kept, and every process must find the marker of the kept token. The first process wrote its
 // marker before offering it, so no order of start-ups makes a shared data dir fail the check.
+import { existsSync } from 'node:fs';
 import { access, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WorkcellError } from '../../errors.ts';
-import { jobPaths, type JobPaths } from '../../jobs/job-paths.ts';
+import { ensureJobDir, jobPaths, type JobPaths } from '../../jobs/job-paths.ts';
+import type { Job } from '../../store/types.ts';
 import type { WorkspaceTransfer } from '../types.ts';
 
 /** The database's choice among the offered tokens: the first offer, kept (KeyStore.serverSecret does that). */
@@ -54,13 +56,14 @@ export class SharedVolumeTransfer implements WorkspaceTransfer {
     }
   }
 
-  async checkout(jobId: string): Promise<JobPaths> {
-    const paths = jobPaths(this.#dataDir, jobId);
-    try {
-      await access(paths.input);
-    } catch {
-      throw new WorkcellError('not_found', `the job's files are not in the data dir (${paths.root} has no input.txt): was the job deleted, or is this worker's WORKCELL_DATA_DIR not the shared one?`);
+  async checkout(job: Job): Promise<JobPaths> {
+    const paths = jobPaths(this.#dataDir, job.id);
+    // Uploaded files and a fork's copy were put in its directory when it was scheduled; any other job's is made now.
+    const startsFromFiles = job.inputs.upload !== undefined || job.forked_from !== null;
+    if (startsFromFiles && !existsSync(paths.input)) {
+      throw new WorkcellError('not_found', `the files this job starts from are not in the data dir (${paths.root} has no input.txt): were they deleted, or is this worker's WORKCELL_DATA_DIR not the shared one?`);
     }
+    ensureJobDir(paths, job.task);
     return paths;
   }
 
