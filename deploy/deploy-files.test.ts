@@ -145,7 +145,7 @@ describe('deploy/compose.yaml', () => {
     const worker = compose.services.worker!;
     expect(worker.cap_drop).toEqual(['ALL']);
     expect([...(worker.cap_add ?? [])].sort()).toEqual(workerCapabilities);
-    expect([...(worker.security_opt ?? [])].sort()).toEqual(['apparmor=unconfined', 'no-new-privileges:true']);
+    expect([...(worker.security_opt ?? [])].sort()).toEqual(['apparmor=unconfined', 'no-new-privileges:true', 'seccomp=unconfined']);
     expect(worker.environment?.WORKCELL_DISK_LIMIT).toBe('tmpfs');
     const api = compose.services.api!;
     expect(api.cap_drop).toEqual(['ALL']);
@@ -154,7 +154,8 @@ describe('deploy/compose.yaml', () => {
     for (const [name, service] of Object.entries(compose.services)) {
       expect(service.privileged, name).toBeUndefined();
       expect(service.devices, name).toBeUndefined();
-      expect((service.security_opt ?? []).join(' '), name).not.toMatch(/seccomp|systempaths/);
+      expect((service.security_opt ?? []).join(' '), name).not.toMatch(/systempaths|label=disable/);
+      if (name !== 'worker') expect((service.security_opt ?? []).join(' '), name).not.toMatch(/unconfined/);
     }
   });
 
@@ -296,7 +297,7 @@ describe('deploy/k8s', () => {
     const worker = containerOf(find('Deployment', 'workcell-worker')).securityContext!;
     expect(worker.capabilities?.drop).toEqual(['ALL']);
     expect([...(worker.capabilities?.add ?? [])].sort()).toEqual(workerCapabilities);
-    expect(worker.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+    expect(worker.seccompProfile).toEqual({ type: 'Unconfined' });
     expect(worker.appArmorProfile).toEqual({ type: 'Unconfined' });
     const api = containerOf(find('Deployment', 'workcell-api')).securityContext!;
     expect(api.capabilities?.drop).toEqual(['ALL']);
@@ -416,7 +417,7 @@ describe('deploy/nomad/workcell.hcl', () => {
     const worker = task('worker', 'worker').config[0]!;
     expect(worker.cap_drop).toEqual(['all']);
     expect([...(worker.cap_add ?? [])].map((cap) => cap.toUpperCase()).sort()).toEqual(workerCapabilities);
-    expect([...(worker.security_opt ?? [])].sort()).toEqual(['apparmor=unconfined', 'no-new-privileges:true']);
+    expect([...(worker.security_opt ?? [])].sort()).toEqual(['apparmor=unconfined', 'no-new-privileges:true', 'seccomp=unconfined']);
     expect(task('worker', 'worker').env[0]!.WORKCELL_DISK_LIMIT).toBe('tmpfs');
     const api = task('api', 'api').config[0]!;
     expect(api.cap_drop).toEqual(['all']);
@@ -457,6 +458,7 @@ describe('the server image recipe', () => {
   it('documents each worker privilege in deploy/README.md', () => {
     const readme = read('README.md');
     for (const capability of workerCapabilities) expect(readme, capability).toMatch(new RegExp(`\\| \`${capability}\` \\|`));
-    expect(readme).toMatch(/apparmor=unconfined/i);
+    expect(readme).toMatch(/AppArmor unconfined \(`apparmor=unconfined`\) \|/);
+    expect(readme).toMatch(/seccomp unconfined \(`seccomp=unconfined`\) \|/);
   });
 });

@@ -76,6 +76,7 @@ export async function buildServerImage(options: BuildOptions = {}): Promise<stri
   const registry = process.env.npm_config_registry;
   const args = [
     'build',
+    '--force-rm', // no container left behind by a step that fails
     '--tag', tag,
     '--build-arg', `BASE=${base}`,
     '--build-arg', `ROOTFS_NAME=${rootfsName}`,

@@ -7,7 +7,8 @@
 #     controllers for child cgroups (the sandboxes' /workcell/...) only in a cgroup that holds no processes itself.
 #   - /proc: a new user namespace may mount procfs (bwrap does, for each sandbox's pid namespace) only where a proc
 #     mount is fully visible; the container's /proc has masked and read-only paths over it. A fresh procfs is mounted
-#     where only root can reach it (/run/workcell-proc, mode 700); the container's own /proc keeps its masks.
+#     where only root can reach it (/run/workcell-proc, mode 700); the container's own /proc keeps its masks, but its
+#     sys/ is made writable: bwrap --disable-userns writes each sandbox's user.max_user_namespaces there.
 #   - the internal route: a worker listening on a wildcard address (WORKCELL_INTERNAL_HOST=0.0.0.0) without
 #     WORKCELL_INTERNAL_URL is announced at this container's host name, which Docker's DNS resolves on user-defined
 #     networks (compose); the Kubernetes and Nomad files set WORKCELL_INTERNAL_URL themselves.
@@ -43,6 +44,11 @@ prepare_cgroups() {
 }
 
 prepare_proc() {
+  # bwrap --disable-userns writes the sandbox's user.max_user_namespaces through this /proc, whose sys/ Docker and
+  # Kubernetes mount read-only.
+  if grep -E '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /proc/sys (ro|ro,[^ ]*) ' /proc/self/mountinfo >/dev/null; then
+    mount -o remount,bind,rw /proc/sys || fail "cannot make /proc/sys writable (the worker needs CAP_SYS_ADMIN and AppArmor unconfined; see deploy/README.md)"
+  fi
   if ! grep -q ' /run/workcell-proc ' /proc/self/mountinfo; then
     mkdir -p /run/workcell-proc
     chmod 0700 /run/workcell-proc

@@ -146,12 +146,13 @@ job "workcell" {
         args  = ["worker"]
         ports = ["internal"]
         # Exactly what bwrap sandboxes need in a container (deploy/README.md, "Privileges"); not privileged.
-        # SYS_ADMIN: mounts (tmpfs workspaces, the writable cgroup v2 tree, a procfs for sandboxes' pid namespaces);
-        # SETUID, SETGID, SETPCAP: setpriv to the sandbox user; CHOWN, DAC_OVERRIDE, FOWNER: the workspaces it hands
-        # over and takes back; KILL: sandbox processes of another user. Docker's default seccomp profile stays.
+        # SYS_ADMIN: mounts (tmpfs workspaces, the writable cgroup tree, a procfs for sandboxes' pid namespaces);
+        # SETUID, SETGID, SETPCAP: setpriv to the sandbox user; CHOWN, DAC_OVERRIDE, FOWNER: the workspaces and
+        # sockets it hands over and takes back (cp -a); KILL: sandbox processes of another user. AppArmor's docker-default denies mounts;
+        # Docker's default seccomp profile refuses pivot_root (sandboxes still get workcell's own seccomp filter).
         cap_drop     = ["all"]
         cap_add      = ["sys_admin", "setuid", "setgid", "setpcap", "chown", "dac_override", "fowner", "kill"]
-        security_opt = ["apparmor=unconfined", "no-new-privileges:true"]
+        security_opt = ["apparmor=unconfined", "seccomp=unconfined", "no-new-privileges:true"]
       }
 
       volume_mount {
