@@ -178,6 +178,9 @@ describe.skipIf(unavailable !== undefined)('the server image (deploy/image) as d
     const file = await fetch(`${apiUrl}/jobs/${jobId}/files/hello.py`, { headers });
     expect(file.status).toBe(200);
     expect(await file.text()).toBe('print("Hello from workcell")\n');
+    // The diff's list is made on the API replica (its patch form is not: deploy/README.md says why).
+    const diff = (await (await fetch(`${apiUrl}/jobs/${jobId}/diff`, { headers })).json()) as { files: Array<{ path: string; change: string }> };
+    expect(diff.files).toEqual(expect.arrayContaining([expect.objectContaining({ path: 'hello.py', change: 'added' })]));
     const zip = await fetch(`${apiUrl}/jobs/${jobId}/artifacts.zip`, { headers });
     expect(zip.status).toBe(200);
     expect((await zip.arrayBuffer()).byteLength).toBeGreaterThan(100);
