@@ -76,10 +76,13 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     throw new Error(`refusing to start ${role === 'api' ? 'an API without a worker' : 'a worker without an API'}: the two find each other through a shared Postgres store, set WORKCELL_DATABASE_URL (SQLite serves one process: run \`workcell serve\`)`);
   }
   // Every job's workspace is held to its disk_mb (a secure default): a host that cannot do it is refused here, with
-  // what to do, rather than failing each job at its start (a container without loop devices looks like that).
-  const disk = await workspaceDiskCheck(config, config.dataDir);
-  if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
-  logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
+  // what to do, rather than failing each job at its start (a container without loop devices looks like that). Only
+  // where jobs run: an API replica mounts no workspace, and its container need not be allowed to mount.
+  if (worker) {
+    const disk = await workspaceDiskCheck(config, config.dataDir);
+    if (!disk.ok) throw new Error(`refusing to start: ${disk.detail}`);
+    logger.info({ diskLimit: config.diskLimit }, `workspace disk limits: ${disk.detail}`);
+  }
   const store = await openStore(config);
   let bus: EventBus;
   const transfer = openWorkspaceTransfer(config, store.keys);

@@ -15,6 +15,7 @@ import { runCommand } from '../../../src/runtimes/probe.ts';
 import { SandboxdClient } from '../../../src/runtimes/sandboxd-client.ts';
 import { waitUntil } from '../../helpers/sandbox.ts';
 import { dockerUnavailableReason, useDockerDaemon, type DockerDaemon } from '../../helpers/docker-daemon.ts';
+import { createTimings } from '../../helpers/timings.ts';
 
 const unavailable = dockerUnavailableReason();
 if (unavailable !== undefined) console.warn(`skipping the image/Dockerfile test: ${unavailable}`);
@@ -46,15 +47,7 @@ describe.skipIf(unavailable !== undefined)('image/Dockerfile', () => {
   let daemon: DockerDaemon | undefined;
   let docker = 'docker';
   let tokenDir: string | undefined;
-  const timings: string[] = [];
-  const timed = async <T>(what: string, step: () => Promise<T>): Promise<T> => {
-    const started = performance.now();
-    try {
-      return await step();
-    } finally {
-      timings.push(`${what} ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    }
-  };
+  const { timed, summary } = createTimings();
 
   beforeAll(async () => {
     daemon = await timed('dockerd', () => useDockerDaemon());
@@ -67,7 +60,7 @@ describe.skipIf(unavailable !== undefined)('image/Dockerfile', () => {
     await runCommand(docker, ['rmi', '--force', sandboxImage, baseImage], { timeoutMs: 60_000 });
     if (tokenDir !== undefined) await rm(tokenDir, { recursive: true, force: true });
     await daemon.release();
-    console.info(`docker image test: ${timings.join(', ')}`);
+    console.info(`docker image test: ${summary()}`);
   }, 120_000);
 
   it('builds from the imported rootfs and runs sandboxd, reachable with its token only', async () => {
