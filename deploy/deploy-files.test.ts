@@ -5,7 +5,8 @@
 // exactly the documented privileges (and the API none of them), NetworkPolicies select the pods they mean, images
 // are pinned, and Compose publishes the API on loopback only.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +19,7 @@ import { Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount } fro
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { describeConfig } from '../src/config.ts';
-import { serverFiles } from './image/build.ts';
+import { checkoutFiles, serverFiles } from './image/build.ts';
 
 const require = createRequire(import.meta.url);
 const deployDir = fileURLToPath(new URL('.', import.meta.url));
@@ -453,6 +454,20 @@ describe('the server image recipe', () => {
     const entrypoint = read('image/entrypoint.sh');
     expect(entrypoint).toMatch(/^exec \/usr\/local\/bin\/workcell "\$@"$/m);
     expectKnownEnvNames(new Set([...dockerfile.matchAll(/\bWORKCELL_[A-Z0-9_]+/g), ...entrypoint.matchAll(/\bWORKCELL_[A-Z0-9_]+/g)].map((match) => match[0]).filter((name) => name !== 'WORKCELL_NODE')), 'deploy/image');
+  });
+
+  it('finds the checkout\'s files without git too (a copy without .git, as a fresh machine gets it)', () => {
+    const copy = mkdtempSync(join(tmpdir(), 'workcell-checkout-'));
+    try {
+      for (const [path, content] of [['src/app.ts', 'x'], ['src/jobs/a.ts', 'y'], ['bin/workcell.js', 'z'], ['package.json', '{}'], ['package-lock.json', '{}'], ['node_modules/x/index.js', 'no']] as const) {
+        mkdirSync(dirname(join(copy, path)), { recursive: true });
+        writeFileSync(join(copy, path), content);
+      }
+      symlinkSync('/etc/passwd', join(copy, 'src/link.ts'));
+      expect(serverFiles(checkoutFiles(copy))).toEqual(['bin/workcell.js', 'package-lock.json', 'package.json', 'src/app.ts', 'src/jobs/a.ts']);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
   });
 
   it('documents each worker privilege in deploy/README.md', () => {

@@ -1,12 +1,12 @@
 // Builds the workcell server image (deploy/image/Dockerfile) without an image registry: its base is the sandbox rootfs
 // imported into Docker (workcell-sandbox:rootfs-<hash>, imported here when the docker runtime has not done it yet).
-// The build context is a tar made here of the checkout's tracked files that the server needs (bin/, src/ without its
+// The build context is a tar made here of the checkout's files (git's list, or what is on disk without .git) that the server needs (bin/, src/ without its
 // tests, image/, scripts/install-command.sh, package.json, package-lock.json), read from the work tree: never
 // node_modules, tests or build output. The build itself fetches from the npm registry (npm ci --omit=dev) and the
 // Debian mirror (bubblewrap).
 //   node deploy/image/build.ts [-t workcell-server:<version>] [other docker build arguments]
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
@@ -28,9 +28,27 @@ export function serverFiles(tracked: string[]): string[] {
   return tracked.filter(wanted).sort();
 }
 
-function trackedFiles(): string[] {
-  const output = execFileSync('git', ['ls-files', '-z'], { cwd: repositoryRoot, encoding: 'utf8', maxBuffer: 64 << 20 });
-  return output.split('\0').filter((path) => path !== '');
+/**
+ * The checkout's files, relative to `root`: git's list in a git checkout; else (a copy without .git, a release
+ * tarball: seen on a fresh machine) every regular file on disk under the folders the image takes from.
+ */
+export function checkoutFiles(root = repositoryRoot): string[] {
+  try {
+    const output = execFileSync('git', ['ls-files', '-z'], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] });
+    return output.split('\0').filter((path) => path !== '');
+  } catch {
+    const files: string[] = [];
+    for (const top of ['bin', 'src', 'image', 'scripts']) {
+      let names: string[];
+      try {
+        names = readdirSync(join(root, top), { recursive: true, encoding: 'utf8' });
+      } catch {
+        continue;
+      }
+      for (const name of names) if (lstatSync(join(root, top, name)).isFile()) files.push(`${top}/${name}`);
+    }
+    return [...files, ...['package.json', 'package-lock.json'].filter((name) => existsSync(join(root, name)))];
+  }
 }
 
 /** The build context as a tar: the Dockerfile, the entry point, the CA bundle, and app/ (the checkout's files). */
@@ -42,7 +60,7 @@ async function buildContext(): Promise<Buffer> {
   const caBundle = buildCaBundle();
   add('build-ca.crt', caBundle === undefined ? Buffer.alloc(0) : readFileSync(caBundle), 0o644);
   for (const path of ['package.json', 'package-lock.json']) add(path, readFileSync(join(repositoryRoot, path)), 0o644);
-  for (const path of serverFiles(trackedFiles())) {
+  for (const path of serverFiles(checkoutFiles())) {
     const file = join(repositoryRoot, path);
     let mode: number;
     try {
