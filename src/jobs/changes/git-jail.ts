@@ -6,7 +6,8 @@
 // with no network, a read-only /usr, an empty /tmp, workcell's seccomp filter, and only the two repositories mounted,
 // passed as descriptors (so neither needs to be reachable by that user's path permissions); its configuration is
 // nothing: GIT_CONFIG_NOSYSTEM, GIT_CONFIG_GLOBAL=/dev/null, an empty HOME, no hooks, no pager, no external diff or
-// textconv. Where bubblewrap is missing, git runs with the same environment unjailed, and says so in the log.
+// textconv. Where bubblewrap is missing or cannot make a jail (a container that may not switch users or mount), git
+// runs with the same environment unjailed, and says so in the log.
 // MUST NEVER give git a path inside a workspace, or read what git writes except from its stdout.
 import { spawn } from 'node:child_process';
 import { constants, existsSync, lstatSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.ts';
 import { WorkcellError } from '../../errors.ts';
-import { bwrapCommand, findBwrapHost, findExecutable, type BwrapHost } from '../../runtimes/probe.ts';
+import { bwrapCommand, findBwrapHost, findExecutable, runCommand, type BwrapHost } from '../../runtimes/probe.ts';
 import { hostSeccompProgram } from '../../runtimes/seccomp.ts';
 
 /** Inside the jail: the baseline repository (read-only) and the scratch one (read-write). */
@@ -69,6 +70,17 @@ export function systemMounts(): string[] {
   return args;
 }
 
+/**
+ * Why a jail cannot be made here although bwrap is installed, found by making one (git --version in it), or undefined:
+ * e.g. an API replica's container, which may not switch users or mount (deploy/README.md).
+ */
+async function jailProblem(host: BwrapHost): Promise<string | undefined> {
+  const [file, ...prefix] = bwrapCommand(host) as [string, ...string[]];
+  const args = [...prefix, '--unshare-all', '--die-with-parent', '--cap-drop', 'ALL', '--clearenv', ...systemMounts(), '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--', '/usr/bin/git', '--version'];
+  const trial = await runCommand(file, args, { timeoutMs: 30_000 });
+  return trial.ok ? undefined : `a jail cannot be made here (${trial.stderr.trim() || `exit ${trial.code}`})`;
+}
+
 export class GitJail {
   readonly #config: Pick<Config, 'sandboxUser'>;
   readonly #logger: Pick<Logger, 'warn'> | undefined;
@@ -91,14 +103,14 @@ export class GitJail {
   }
 
   #bwrap(): Promise<BwrapHost | undefined> {
-    this.#host ??= findBwrapHost(this.#config).then((host) => {
-      if ('missing' in host) {
-        if (!this.#warned) this.#logger?.warn(`diffs run git without a bubblewrap jail: ${host.missing}`);
-        this.#warned = true;
-        return undefined;
-      }
-      return host;
-    });
+    this.#host ??= (async () => {
+      const host = await findBwrapHost(this.#config);
+      const missing = 'missing' in host ? host.missing : await jailProblem(host);
+      if (!('missing' in host) && missing === undefined) return host;
+      if (!this.#warned) this.#logger?.warn(`diffs run git without a bubblewrap jail: ${missing}`);
+      this.#warned = true;
+      return undefined;
+    })();
     return this.#host;
   }
 
@@ -140,10 +152,21 @@ export class GitJail {
         ];
       } else {
         command = git;
-        const gitDir = run.gitDir === jailBaseDir ? run.base : run.work;
-        if (gitDir === undefined) throw new Error('GIT_DIR is the base repository, which was not given');
-        // Unjailed: the same repositories by their host paths (alternates written for the jail point at /base).
-        args = [...gitOptions, ...run.args];
+        // The jail's paths (/work, /base, in GIT_DIR and in arguments such as `init /work`) as the host has them.
+        const hostPath = (path: string) => {
+          for (const [inJail, onHost] of [[jailWorkDir, run.work], [jailBaseDir, run.base]] as const) {
+            if (path === inJail || path.startsWith(`${inJail}/`)) {
+              if (onHost === undefined) throw new Error(`${inJail} is the base repository, which was not given`);
+              return onHost + path.slice(inJail.length);
+            }
+          }
+          return path;
+        };
+        const gitDir = hostPath(run.gitDir);
+        // Unjailed: the same repositories by their host paths (alternates written for the jail point at /base). git
+        // runs as the server's user on repositories a worker's jailed git may have made as the sandbox user, which its
+        // ownership check would refuse; they are workcell's own, never a workspace's, so any owner is trusted.
+        args = [...gitOptions, '-c', 'safe.directory=*', ...run.args.map(hostPath)];
         return await this.#spawn(command, args, { ...gitEnvironment, HOME: '/nonexistent', GIT_DIR: gitDir }, run.work, [], undefined, run);
       }
       return await this.#spawn(command, args, { PATH: '/usr/bin:/bin' }, undefined, extraFds, seccomp, run);
@@ -199,11 +222,16 @@ export class GitJail {
       };
       const [code, written, read] = await Promise.allSettled([exited, input.catch(failed), output.catch(failed)]);
       if (run.signal?.aborted) throw run.signal.reason instanceof Error ? run.signal.reason : new Error('aborted');
-      // What fed git failing (a file that changed while it was read) says more than git's complaint about its input.
-      if (written.status === 'rejected') throw written.reason;
+      const gitFailed = () => new WorkcellError('internal', `git ${run.args[0] ?? ''} failed (exit ${code.status === 'fulfilled' ? (code.value ?? 'signal') : '?'}): ${stderr.trim().slice(-2000)}`);
+      // What fed git failing (a file that changed while it was read) says more than git's complaint about its input,
+      // unless git stopped reading because it failed: then git's own words.
+      if (written.status === 'rejected') {
+        const stoppedReading = ['ERR_STREAM_PREMATURE_CLOSE', 'EPIPE'].includes((written.reason as NodeJS.ErrnoException).code ?? '');
+        throw stoppedReading && code.status === 'fulfilled' && code.value !== 0 ? gitFailed() : written.reason;
+      }
       if (read.status === 'rejected') throw read.reason;
       if (code.status === 'rejected') throw code.reason;
-      if (code.value !== 0) throw new WorkcellError('internal', `git ${run.args[0] ?? ''} failed (exit ${code.value ?? 'signal'}): ${stderr.trim().slice(-2000)}`);
+      if (code.value !== 0) throw gitFailed();
       return stdout;
     } finally {
       clearTimeout(timer);

@@ -178,9 +178,14 @@ describe.skipIf(unavailable !== undefined)('the server image (deploy/image) as d
     const file = await fetch(`${apiUrl}/jobs/${jobId}/files/hello.py`, { headers });
     expect(file.status).toBe(200);
     expect(await file.text()).toBe('print("Hello from workcell")\n');
-    // The diff's list is made on the API replica (its patch form is not: deploy/README.md says why).
+    // The diff is made on the API replica: its list, and its patch (git, unjailed there: deploy/README.md says why).
     const diff = (await (await fetch(`${apiUrl}/jobs/${jobId}/diff`, { headers })).json()) as { files: Array<{ path: string; change: string }> };
     expect(diff.files).toEqual(expect.arrayContaining([expect.objectContaining({ path: 'hello.py', change: 'added' })]));
+    const patch = await fetch(`${apiUrl}/jobs/${jobId}/diff?format=patch`, { headers });
+    const patchText = await patch.text();
+    expect(patch.status, `${patchText}\napi:\n${await logs(containers.api)}`).toBe(200);
+    expect(patchText).toContain('+++ b/hello.py');
+    expect(patchText).toContain('+print("Hello from workcell")');
     const zip = await fetch(`${apiUrl}/jobs/${jobId}/artifacts.zip`, { headers });
     expect(zip.status).toBe(200);
     expect((await zip.arrayBuffer()).byteLength).toBeGreaterThan(100);
