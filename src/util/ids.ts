@@ -20,8 +20,26 @@ function encodeRandom(length: number): string {
   return out;
 }
 
+let last: { time: number; random: string } | undefined;
+
+/** The random part plus one, in base32 (it has 80 bits: it does not run over in practice). */
+function increment(random: string): string {
+  const digits = [...random];
+  for (let i = digits.length - 1; i >= 0; i--) {
+    const next = alphabet.indexOf(digits[i]!) + 1;
+    digits[i] = alphabet[next % 32]!;
+    if (next < 32) break;
+  }
+  return digits.join('');
+}
+
+/**
+ * Monotonic within a process (as ULID's monotonic factory): ids made in one millisecond, or while the clock steps
+ * back, take the last time and the last random part plus one, so that they still sort in creation order.
+ */
 export function newJobId(now = Date.now()): string {
-  return `job_${encodeTime(now, 10)}${encodeRandom(16)}`;
+  last = last !== undefined && now <= last.time ? { time: last.time, random: increment(last.random) } : { time: now, random: encodeRandom(16) };
+  return `job_${encodeTime(last.time, 10)}${last.random}`;
 }
 
 export const jobIdPattern = /^job_[0-9a-hjkmnp-tv-z]{26}$/;
