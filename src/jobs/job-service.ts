@@ -401,7 +401,7 @@ export class JobService {
       await this.#zip(job);
       const events = this.openEvents(job);
       try {
-        events.appendEnd(step, { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), run: job.run });
+        events.appendEnd(step, endEvent(outcome, job.run));
       } finally {
         events.close();
       }
@@ -420,7 +420,7 @@ export class JobService {
     if (job.status !== 'complete' && job.status !== 'error' && job.status !== 'cancelled') return;
     const events = this.openEvents(job);
     try {
-      events.appendEnd(job.steps, { status: job.status, ...(job.error ? { error: job.error } : {}), ...(job.summary ? { summary: job.summary } : {}), run: job.run, repaired: true });
+      events.appendEnd(job.steps, { ...endEvent({ status: job.status, error: job.error ?? undefined, summary: job.summary ?? undefined }, job.run), repaired: true });
     } finally {
       events.close();
     }
@@ -452,6 +452,11 @@ export class JobService {
       await releaseWorkspaceDisk(paths).catch((error: unknown) => this.#logger.error({ jobId, err: error }, `releasing the workspace disk failed: ${errorMessage(error)}`));
     }
   }
+}
+
+/** The data of a run's final job-status event. */
+function endEvent(outcome: JobOutcome, run: number): { status: JobOutcome['status'] } & Record<string, unknown> {
+  return { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.summary ? { summary: outcome.summary } : {}), run };
 }
 
 /** What the job's workspace starts from; refuses a git input with uploaded files, and uploads its disk cannot hold. */
