@@ -4,7 +4,7 @@
 import Database from 'better-sqlite3';
 import type { EventBus } from '../bus/types.ts';
 import { finishedStatuses, type JobStatus } from '../store/types.ts';
-import { migrate } from '../util/sqlite.ts';
+import { migrate, useWal } from '../util/sqlite.ts';
 
 export const eventTypes = [
   'job-status',
@@ -89,7 +89,7 @@ export class EventLog implements EventSink {
     this.#db = new Database(dbPath, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
     this.#db.pragma('busy_timeout = 5000');
     if (!options.readonly) {
-      this.#db.pragma('journal_mode = WAL');
+      useWal(this.#db);
       migrate(this.#db, migrations);
       if (options.first !== undefined) {
         this.#db

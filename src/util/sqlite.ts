@@ -2,15 +2,34 @@
 // statement cache.
 import type Database from 'better-sqlite3';
 
+/**
+ * Puts a database in WAL mode, waiting (up to `busy_timeout`) while another process does the same: SQLite answers the
+ * switch with SQLITE_BUSY at once, without its busy handler, when another connection has the new file open (seen: an
+ * API replica and a worker opening a job's new context.db together).
+ */
+export function useWal(db: Database.Database, timeoutMs = 5000): void {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > deadline) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+}
+
 /** Applies numbered migrations once each, tracked by PRAGMA user_version. */
 export function migrate(db: Database.Database, steps: readonly string[]): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > steps.length) throw new Error(`database schema version ${current} is newer than this workcell (${steps.length}): upgrade workcell`);
-  const apply = db.transaction(() => {
+  // Read and applied in one write transaction: processes opening a new database at once (an API replica following a
+  // job and the worker claiming it) would otherwise each see version 0 and the second fail on "already exists".
+  db.transaction(() => {
+    const current = db.pragma('user_version', { simple: true }) as number;
+    if (current > steps.length) throw new Error(`database schema version ${current} is newer than this workcell (${steps.length}): upgrade workcell`);
     for (let version = current; version < steps.length; version++) db.exec(steps[version]!);
-    db.pragma(`user_version = ${steps.length}`);
-  });
-  apply();
+    if (current < steps.length) db.pragma(`user_version = ${steps.length}`);
+  }).immediate();
 }
 
 /**

@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { cacheStatements, migrate } from '../../util/sqlite.ts';
+import { cacheStatements, migrate, useWal } from '../../util/sqlite.ts';
 
 const migrations = [
   `CREATE TABLE jobs (
@@ -128,8 +128,8 @@ export function openDatabase(dataDir: string): Database.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   const db = new Database(join(dataDir, 'workcell.db'));
   try {
-    db.pragma('journal_mode = WAL');
     db.pragma('busy_timeout = 5000');
+    useWal(db);
     db.pragma('synchronous = NORMAL');
     migrate(db, migrations);
   } catch (error) {
