@@ -10,12 +10,15 @@
 // out of limits; the server checks at start-up that the chosen kind works (workspaceDiskCheck). This module never
 // follows a link planted by the sandbox: cp -a copies links as links into a fresh, empty directory, and the file
 // systems are mounted nosuid,nodev.
-import { mkdir, mkdtemp, readFile, realpath, rename, rm, rmdir, stat, statfs } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Config } from '../config.ts';
 import { WorkcellError } from '../errors.ts';
 import { findExecutable, runCommand } from '../runtimes/probe.ts';
+import { isMountPoint, mountType } from '../util/mounts.ts';
+
+export { isMountPoint, mountType };
 
 /** How a workspace gets its size limit (WORKCELL_DISK_LIMIT). */
 export type WorkspaceDiskKind = Config['diskLimit'];
@@ -121,29 +124,6 @@ export async function workspaceDiskCheck(config: { diskLimit: WorkspaceDiskKind;
   const loopNote = loop === undefined ? 'loop devices work too (WORKCELL_DISK_LIMIT=loop keeps workspaces out of memory)' : `no working loop devices (${loop})`;
   if (tmpfs !== undefined) return { ok: config.unsafeNoLimits, detail: `WORKCELL_DISK_LIMIT=tmpfs, but a tmpfs cannot be mounted (${tmpfs}); ${loopNote}${config.unsafeNoLimits ? '; workspace disks NOT limited (WORKCELL_UNSAFE_NO_LIMITS)' : `; or ${noDiskLimitHint}`}` };
   return { ok: true, detail: `WORKCELL_DISK_LIMIT=tmpfs: each job's workspace is a tmpfs of its disk_mb (in memory, counted against the sandbox's memory limit and the host's RAM; lost if the host restarts while a job runs); ${loopNote}` };
-}
-
-/** Is `dir` a mount point (as this process's mount namespace sees it)? */
-export async function isMountPoint(dir: string): Promise<boolean> {
-  return (await mountType(dir)) !== undefined;
-}
-
-/** The file system type mounted at `dir` (the topmost mount there), or undefined when it is no mount point. */
-export async function mountType(dir: string): Promise<string | undefined> {
-  const real = await realpath(dir).catch(() => dir);
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  let type: string | undefined;
-  for (const line of mountinfo.split('\n')) {
-    const fields = line.split(' ');
-    if (unescapeMount(fields[4] ?? '') !== real) continue;
-    // After the optional fields, a "-" and then the file system type.
-    type = fields[fields.indexOf('-') + 1];
-  }
-  return type;
-}
-
-function unescapeMount(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }
 
 async function run(tool: string, args: string[]): Promise<void> {

@@ -13,6 +13,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, readFile, readdir, readlink, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.ts';
+import { unescapeMount } from '../util/mounts.ts';
 
 export interface CgroupLimits {
   /** CPUs' worth of time per period (CFS quota); may be fractional. */
@@ -116,9 +117,6 @@ function relativeTo(path: string, mountRoot: string): string {
   return path.startsWith(`${mountRoot}/`) ? path.slice(mountRoot.length) : path;
 }
 
-function unescapeMount(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
 
 /** The server's identity in cgroup names: its pid and start time, so a reused pid is not mistaken for it. */
 function processStartTime(pid: number | 'self'): Promise<string | undefined> {

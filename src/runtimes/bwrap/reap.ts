@@ -1,6 +1,7 @@
 // Orphans of bwrap sandboxes: what a server that died (or a destroy that failed half-way) left behind. Each sandbox
 // is labelled by its id on bwrap's and sandboxd's command line (`--label sb-...`), and owns `<run dir>/sb-<id>` (its
-// run directory, perhaps a tmpfs mount) and `<run dir>/sb-<id>-net` (its egress proxy's socket directory).
+// run directory, perhaps a tmpfs mount), `<run dir>/sb-<id>-net` (its egress proxy's socket directory) and, for a
+// sandbox of the warm pool, `<run dir>/sb-<id>-ws` (its workspace slot: a tmpfs, perhaps with a job's workspace on it).
 //   - A sandbox is alive while a labelled process of it exists in this pid namespace: bwrap itself, started by its
 //     server with --die-with-parent, so it dies with that server. Its directories are left alone.
 //   - Labelled processes only inside a sandbox pid namespace (their bwrap is gone) are an orphaned process tree:
@@ -19,9 +20,10 @@ import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { findExecutable, runCommand } from '../probe.ts';
 import { runDirToReap } from '../run-dir.ts';
+import { isMountPoint } from '../../util/mounts.ts';
 
 export const sandboxIdPattern = /^sb-[a-z0-9]{12}$/;
-const entryPattern = /^(sb-[a-z0-9]{12})(-net)?$/;
+const entryPattern = /^(sb-[a-z0-9]{12})(-net|-ws)?$/;
 
 export interface OrphanReport {
   /** Directories removed. */
@@ -92,18 +94,22 @@ async function namespaceMembers(namespace: string): Promise<Array<{ pid: number;
   return members;
 }
 
-/** Unmounts `path` when something is mounted on it (it is on another device than its parent), then removes it. */
-async function removeDir(path: string, parentDevice: number): Promise<void> {
-  const info = await lstat(path).catch(() => undefined);
-  if (info === undefined || !info.isDirectory()) return;
-  if (info.dev !== parentDevice) {
-    const umount = findExecutable('umount');
-    if (umount !== undefined) {
-      const result = await runCommand(umount, [path], { timeoutMs: 10_000 });
-      if (!result.ok) await runCommand(umount, ['-l', path], { timeoutMs: 10_000 });
-    }
+/**
+ * Unmounts whatever is mounted on `path` (a warm sandbox's workspace slot holds two: a job's workspace over a tmpfs),
+ * then removes it; never removes what is still mounted (a job's workspace must not lose its files).
+ */
+async function removeDir(path: string): Promise<void> {
+  const umount = findExecutable('umount');
+  for (let round = 0; round < 3; round++) {
+    const info = await lstat(path).catch(() => undefined);
+    if (info === undefined || !info.isDirectory()) return;
+    // By the mount table, not the device: a workspace bound from the same file system has the parent's device.
+    if (!(await isMountPoint(path))) return rm(path, { recursive: true, force: true });
+    if (umount === undefined) break;
+    const result = await runCommand(umount, [path], { timeoutMs: 10_000 });
+    if (!result.ok) await runCommand(umount, ['-l', path], { timeoutMs: 10_000 });
   }
-  await rm(path, { recursive: true, force: true });
+  throw new Error(`${path} is still a mount point`);
 }
 
 export async function reapBwrapOrphans(options: {
@@ -146,7 +152,7 @@ export async function reapBwrapOrphans(options: {
       const info = await lstat(path).catch(() => undefined);
       if (info === undefined || !info.isDirectory() || now - info.mtimeMs < options.graceMs) continue;
       try {
-        await removeDir(path, parent.dev);
+        await removeDir(path);
         report.dirs.push(path);
       } catch (error) {
         options.logger?.warn({ path, err: error }, 'removing an orphaned sandbox directory failed');
