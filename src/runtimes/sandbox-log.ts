@@ -99,3 +99,51 @@ export class SandboxLog extends Writable {
     closeFd(this.#fd, () => callback(error));
   }
 }
+
+/**
+ * The log of a sandbox started ahead of its job (the warm pool): what it prints before a job takes it is kept in
+ * memory, up to `maxBytes` (the rest is dropped, so it never blocks), and written to the job's log at handover, which
+ * from then on gets everything. Like SandboxLog, it never stops reading and never throws at the runtime.
+ */
+export class PendingLog extends Writable {
+  readonly #maxBytes: number;
+  readonly #held: Buffer[] = [];
+  #size = 0;
+  #target: SandboxLog | undefined;
+
+  constructor(maxBytes = 64 * 1024) {
+    super({ decodeStrings: true });
+    this.#maxBytes = maxBytes;
+    this.on('error', () => undefined);
+  }
+
+  /** What it holds (before handover), as text. */
+  text(): string {
+    return Buffer.concat(this.#held).toString('utf8');
+  }
+
+  /** From now on everything goes to `target`, starting with what was held. */
+  handOver(target: SandboxLog): void {
+    for (const chunk of this.#held.splice(0)) target.write(chunk);
+    this.#target = target;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#target !== undefined) {
+      this.#target.write(chunk, () => callback());
+      return;
+    }
+    const room = this.#maxBytes - this.#size;
+    if (room > 0) {
+      const kept = chunk.subarray(0, room);
+      this.#held.push(kept);
+      this.#size += kept.length;
+    }
+    callback();
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.#target === undefined) return callback();
+    this.#target.end(() => callback());
+  }
+}

@@ -61,6 +61,8 @@ export interface SandboxInfo {
 export interface Sandbox extends SandboxInfo {
   /** What isolation the sandbox actually has, in words (reported in the job's status). */
   isolation: string;
+  /** Started ahead of its job in the warm pool (runtimes/pool/), rather than for it. */
+  pooled?: boolean;
   client: SandboxdClient;
   /** Resolves when the sandbox has stopped, for whatever reason. */
   exited: Promise<{ code: number | null; signal: string | null }>;
@@ -79,6 +81,26 @@ export interface Sandbox extends SandboxInfo {
   stopProcesses?(): Promise<number>;
 }
 
+/** What a sandbox started ahead of any job is made for: the jobs whose limits are these, with no network. */
+export interface SandboxProfile {
+  limits: SandboxLimits;
+}
+
+/** A sandbox started ahead of any job (runtimes/pool/): nothing of a job is in it until attach. */
+export interface WarmSandbox<S extends Sandbox = Sandbox> {
+  readonly id: string;
+  readonly profile: SandboxProfile;
+  /** Resolves when it has stopped, for whatever reason. */
+  readonly exited: Promise<unknown>;
+  /**
+   * Gives it to one job, once: the job's workspace, log and Jupyter prefix. The spec's limits must be the profile's
+   * and it may have no network (the pool checks; attach refuses otherwise).
+   */
+  attach(spec: SandboxSpec): Promise<S>;
+  /** Stops one that no job took. Idempotent. */
+  destroy(): Promise<void>;
+}
+
 export interface RuntimeProbe {
   available: boolean;
   /** Why it is not available and what would fix it; or the version and details when it is. */
@@ -89,6 +111,8 @@ export interface SandboxRuntime {
   readonly name: string;
   probe(): Promise<RuntimeProbe>;
   create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox>;
+  /** Starts a sandbox ahead of its job, for the warm pool; runtimes that cannot hand one over later lack it. */
+  prepare?(profile: SandboxProfile, signal?: AbortSignal): Promise<WarmSandbox>;
   /**
    * Finds what sandboxes of servers that are gone left behind (labelled processes, directories) and removes it,
    * never touching a sandbox that is alive, whichever server runs it. Called at start-up and periodically.

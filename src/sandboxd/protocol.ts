@@ -169,6 +169,14 @@ export const rawDirectoryListing = z.object({
 export const rawFileWriteResponse = z.object({ path: z.string(), size: z.number().int(), etag: z.string().regex(etagPattern), created: z.boolean() });
 export const rawFileDeleteResponse = z.object({ path: z.string(), type: rawEntryType });
 
+/**
+ * A sandbox started ahead of its job (the warm pool, runtimes/pool/) is told once, after the job's workspace was
+ * mounted at its workspace root, that the job has it: sandboxd enters the new workspace and takes the job's Jupyter
+ * prefix (Jupyter has not started: nothing runs before the job does).
+ */
+export const attachRequest = z.object({ jupyter_base_url: z.string().regex(/^\/[^\s?#]*$/).optional() });
+export const attachResponse = z.object({ attached: z.literal(true) });
+
 export const errorCodes = [
   'unauthorized',
   'invalid_request',
@@ -200,6 +208,7 @@ export const routes = {
   deleteFile: { path: '/v1/files/delete', request: deleteFileRequest, response: deleteFileResponse },
   runCode: { path: '/v1/code/run', request: runCodeRequest, response: runCodeResponse },
   gui: { path: '/v1/gui', request: guiRequest, response: guiResponse },
+  attach: { path: '/v1/attach', request: attachRequest, response: attachResponse },
 } as const;
 export type RouteName = keyof typeof routes;
 export type RouteRequest<R extends RouteName> = z.input<(typeof routes)[R]['request']>;

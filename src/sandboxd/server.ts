@@ -168,6 +168,7 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
   if (!services.names().includes('jupyter')) services.register('jupyter', jupyter.service);
   const code = new CodeRunner({ jupyter, log });
 
+  let attached = false;
   const handlers: Handlers = {
     shellExec: (request, signal) => shell.exec(request.session, { command: request.command, timeoutMs: request.timeout_ms, signal }),
     readFile: (request) => files.read(request),
@@ -178,6 +179,14 @@ export function createSandboxdServer(options: SandboxdServerOptions): SandboxdSe
     deleteFile: (request) => files.delete(request),
     runCode: (request, signal) => code.run(request, signal),
     gui: (request, signal) => gui.run(request, signal),
+    attach: async (request) => {
+      if (attached) throw new HttpError(409, 'invalid_request', 'this sandbox has been given to a job already');
+      attached = true;
+      // sandboxd's own directory is the workspace root as it was before the job's was mounted over it.
+      process.chdir(workspaceRoot);
+      if (request.jupyter_base_url !== undefined) jupyter.useBaseUrl(request.jupyter_base_url);
+      return { attached: true as const };
+    },
   };
 
   function authorized(request: IncomingMessage): boolean {

@@ -103,22 +103,25 @@ export class JupyterServer {
     return this.#process !== undefined && this.#process.exitCode === null && this.#process.signalCode === null;
   }
 
+  /** Fixes the base URL while it is not set and the server has not started; refuses another prefix than the set one. */
+  useBaseUrl(basePath: string): void {
+    const wanted = normalizeBaseUrl(basePath);
+    if (this.#baseUrl === undefined && !this.running) this.#baseUrl = wanted;
+    else if (wanted !== this.baseUrl) {
+      throw new SandboxdToolError(
+        'unavailable',
+        `Jupyter is served under ${this.baseUrl}, not ${wanted}: start sandboxd with --jupyter-base-url ${wanted} (the bwrap runtime passes the job's prefix)`,
+      );
+    }
+  }
+
   /**
    * Starts the server unless it runs, and resolves once it answers /api/status. `basePath`, from a proxied request,
    * fixes the base URL when it is not set yet; a request under another prefix than the running server's is refused.
    */
   async ensureStarted(basePath?: string): Promise<void> {
     if (this.#closed) throw new SandboxdToolError('unavailable', 'sandboxd is shutting down');
-    if (basePath !== undefined) {
-      const wanted = normalizeBaseUrl(basePath);
-      if (this.#baseUrl === undefined && !this.running) this.#baseUrl = wanted;
-      else if (wanted !== this.baseUrl) {
-        throw new SandboxdToolError(
-          'unavailable',
-          `Jupyter is served under ${this.baseUrl}, not ${wanted}: start sandboxd with --jupyter-base-url ${wanted} (the bwrap runtime passes the job's prefix)`,
-        );
-      }
-    }
+    if (basePath !== undefined) this.useBaseUrl(basePath);
     if (this.running && this.#starting === undefined) return;
     this.#starting ??= this.#start().finally(() => (this.#starting = undefined));
     return this.#starting;
