@@ -19,7 +19,8 @@ import { Watchdog } from './jobs/watchdog.ts';
 import { RetentionSweeper } from './jobs/retention.ts';
 import { CallbackPolicy } from './jobs/webhooks/callback-url.ts';
 import { WebhookSender } from './jobs/webhooks/webhook-sender.ts';
-import { createRuntimes } from './runtimes/index.ts';
+import { createRuntimes, startWarmPool } from './runtimes/index.ts';
+import type { WarmPool } from './runtimes/pool/warm-pool.ts';
 import { internalSecretName, workerIdWithAddress } from './jobs/remote/internal-auth.ts';
 import { startInternalServer } from './jobs/remote/internal-server.ts';
 import { resolveModel } from './agent/models/resolve-model.ts';
@@ -41,6 +42,8 @@ export interface App {
   workerId: string | undefined;
   /** Where the worker's internal route listens (with a Postgres store only). */
   internalUrl: string | undefined;
+  /** The worker's warm pool (WORKCELL_POOL_SIZE), if it has one. */
+  pool: WarmPool | undefined;
   close(): Promise<void>;
 }
 
@@ -105,6 +108,8 @@ export async function startApp(config: Config, logger: Logger, options: { listen
   const workerId = workerIdWithAddress(`${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`, internal && (config.internalUrl ?? internal.url));
   if (internalSecret !== undefined) jobs.attachInternalRoute({ secret: internalSecret, workerId: worker ? workerId : undefined });
   const runtimes = createRuntimes(config, logger);
+  // Started after the orphans of dead servers are reaped (below), so that those never race the pool's new sandboxes.
+  let pool: WarmPool | undefined;
   const scheduler = new Scheduler({
     store: store.jobs,
     workerId,
@@ -160,6 +165,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
           logger: logger.child({ component: 'retention' }),
         });
   if (worker) {
+    pool = startWarmPool(runtimes, config, logger);
     scheduler.start();
     watchdog.start();
   }
@@ -174,6 +180,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
     url,
     workerId: worker ? workerId : undefined,
     internalUrl: internal?.url,
+    pool,
     async close() {
       // Workers first (running jobs are put back for another server to resume), then the API, whose open event
       // streams are cut (forceCloseConnections) rather than waited for.
@@ -181,6 +188,7 @@ export async function startApp(config: Config, logger: Logger, options: { listen
       watchdog.stop();
       await retention?.stop();
       await scheduler.stop();
+      await pool?.close();
       await internal?.close();
       await server.close();
       await webhooks.stop();

@@ -66,6 +66,11 @@ export const configSchema = z.object({
     .optional()
     .describe("WORKCELL_SANDBOX_URL: where people's browsers reach a job's desktop and Jupyter, each job on its own origin ({job} becomes job-<id>), e.g. https://{job}.sandbox.example.com with a wildcard DNS name and certificate; pages from a sandbox never run on the API's origin (default: http://{job}.localhost:<the API's port>, which browsers resolve to loopback)"),
   concurrency: integer(1, 1024).default(availableParallelism()).describe('WORKCELL_CONCURRENCY: jobs run at once (default: cores)'),
+  poolSize: integer(0, 1024)
+    .default(0)
+    .describe(
+      "WORKCELL_POOL_SIZE: bwrap sandboxes each worker keeps started ahead of jobs (the warm pool; needs a root server), for jobs with the default limits and no network; each idle one costs about 30 MB of memory (docs/BENCHMARKS.md). 0: none",
+    ),
   model: z.string().min(1).optional().describe('WORKCELL_MODEL: provider:model, e.g. anthropic:claude-sonnet-4-5, openai:gpt-5, openai-compatible:llama3, script:/path.json'),
   openaiCompatibleBaseUrl: z.url().optional().describe('WORKCELL_OPENAI_COMPATIBLE_BASE_URL: e.g. http://127.0.0.1:11434/v1'),
   openaiCompatibleApiKey: z.string().optional().describe('WORKCELL_OPENAI_COMPATIBLE_API_KEY: optional key for that server'),
@@ -158,6 +163,7 @@ const envNames: Record<keyof Config, string> = {
   allowedHosts: 'WORKCELL_ALLOWED_HOSTS',
   sandboxUrl: 'WORKCELL_SANDBOX_URL',
   concurrency: 'WORKCELL_CONCURRENCY',
+  poolSize: 'WORKCELL_POOL_SIZE',
   model: 'WORKCELL_MODEL',
   openaiCompatibleBaseUrl: 'WORKCELL_OPENAI_COMPATIBLE_BASE_URL',
   openaiCompatibleApiKey: 'WORKCELL_OPENAI_COMPATIBLE_API_KEY',

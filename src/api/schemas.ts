@@ -289,7 +289,7 @@ export const jobEvent = z
     data: z
       .record(z.string(), z.unknown())
       .describe(
-        'What it says, by type: job-status {status, run, error?, summary?, reopened?}; sandbox-ready {runtime, isolation}; user-message {text, source: task | client | nudge}; ' +
+        'What it says, by type: job-status {status, run, error?, summary?, reopened?}; sandbox-ready {runtime, sandbox_id, isolation, ready_ms, pooled (started ahead in the warm pool)}; user-message {text, source: task | client | nudge}; ' +
           'model-turn {text, tool_calls, usage}; tool-call {call_id, name, args}; tool-result {call_id, name, output, is_error, duration_ms}; model-retry, context-summary, log',
       ),
   })

@@ -167,7 +167,7 @@ export async function runJob(deps: RunJobDeps, job: Job, signal: AbortSignal): P
     const readyMs = Math.round(performance.now() - started);
     const isolation = `${created.isolation}, ${workspaceDisk === undefined ? 'workspace disk NOT limited' : workspaceDisk.description}`;
     record(() => jobs.store.update(job.id, { runtime_used: created.runtime, isolation }));
-    sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation, ready_ms: readyMs });
+    sink.append('sandbox-ready', 0, { runtime: created.runtime, sandbox_id: created.id, isolation, ready_ms: readyMs, pooled: created.pooled === true });
     log.logger.info({ sandboxId: created.id, readyMs }, 'sandbox ready');
 
     const result = await runAgent({

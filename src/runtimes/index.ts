@@ -8,6 +8,7 @@ import { WorkcellError } from '../errors.ts';
 import { BwrapRuntime } from './bwrap/bwrap-runtime.ts';
 import { DockerRuntime } from './docker/docker-runtime.ts';
 import { MicrovmRuntime } from './microvm/microvm-runtime.ts';
+import { WarmPool } from './pool/warm-pool.ts';
 import { guestAgentBundle, sandboxdBundle } from './sandboxd-bundle.ts';
 import type { SandboxRuntime } from './types.ts';
 
@@ -45,6 +46,20 @@ export function createRuntimes(config: Config, logger?: Logger): Runtimes {
     runtimes.set('microvm', new MicrovmRuntime({ config, sandboxdBundlePath, guestAgentBundlePath, ...child('microvm') }));
   }
   return runtimes;
+}
+
+/**
+ * Puts a warm pool of WORKCELL_POOL_SIZE bwrap sandboxes in front of the bwrap runtime (runtimes/pool/), for jobs with
+ * the default limits; returns it (started) or undefined when there is none. Workers only.
+ */
+export function startWarmPool(runtimes: Runtimes, config: Config, logger?: Logger): WarmPool | undefined {
+  const bwrap = runtimes.get('bwrap');
+  if (config.poolSize === 0 || bwrap?.prepare === undefined) return undefined;
+  const profile = { limits: { cpus: config.cpus, memoryMb: config.memoryMb, pids: config.pids, diskMb: config.diskMb } };
+  const pool = new WarmPool({ runtime: bwrap as RegisteredRuntime & { prepare: NonNullable<RegisteredRuntime['prepare']> }, size: config.poolSize, profile, logger: logger?.child({ component: 'warm-pool' }) });
+  (runtimes as Map<RuntimeName, RegisteredRuntime>).set('bwrap', pool);
+  pool.start();
+  return pool;
 }
 
 /**

@@ -30,6 +30,22 @@ export function testRuntime(config: Config = loadConfig()): BwrapRuntime {
   return new BwrapRuntime({ config, sandboxdBundlePath: () => sandboxdBundle(join(config.imageDir, 'sandboxd')) });
 }
 
+/** Sandboxes as a warm pool hands them out: each started with the spec's limits and no workspace, then given it. */
+export function pooledTestRuntime(config: Config = loadConfig()): { create(spec: SandboxSpec): Promise<BwrapSandbox> } {
+  const runtime = testRuntime(config);
+  return {
+    async create(spec) {
+      const warm = await runtime.prepare({ limits: spec.limits! });
+      try {
+        return await warm.attach(spec);
+      } catch (error) {
+        await warm.destroy();
+        throw error;
+      }
+    },
+  };
+}
+
 export interface SandboxFixtureOptions<S extends Sandbox = BwrapSandbox> {
   /** Default: the bwrap runtime as the server builds it (testRuntime). */
   runtime?: { create(spec: SandboxSpec): Promise<S> };
@@ -41,6 +57,8 @@ export interface SandboxFixtureOptions<S extends Sandbox = BwrapSandbox> {
   workspaceDiskMb?: number;
   /** The cap on sandbox.log (default: the runtime's). */
   log?: SandboxLogLimit;
+  /** Start the sandbox ahead, as the warm pool does, and hand it the workspace afterwards (bwrap; needs root). */
+  pooled?: boolean;
 }
 
 export async function createSandboxFixture<S extends Sandbox = BwrapSandbox>(options: SandboxFixtureOptions<S> = {}): Promise<SandboxFixture<S>> {
@@ -56,7 +74,7 @@ export async function createSandboxFixture<S extends Sandbox = BwrapSandbox>(opt
   let sandbox: S;
   try {
     if (options.workspaceDiskMb !== undefined) await attachWorkspaceDisk(diskPaths, options.workspaceDiskMb);
-    const runtime = options.runtime ?? (testRuntime() as unknown as { create(spec: SandboxSpec): Promise<S> });
+    const runtime = options.runtime ?? ((options.pooled === true ? pooledTestRuntime() : testRuntime()) as unknown as { create(spec: SandboxSpec): Promise<S> });
     sandbox = await runtime.create({
       jobId: options.jobId ?? 'job_test',
       workspaceDir: workspace,
@@ -113,10 +131,10 @@ export async function withSandbox<T>(test: (fixture: SandboxFixture) => Promise<
 }
 
 /** One sandbox shared by the tests of a file: created in beforeAll, destroyed in afterAll. */
-export function useSandbox(): () => SandboxFixture {
+export function useSandbox(options?: SandboxFixtureOptions): () => SandboxFixture {
   let fixture: SandboxFixture | undefined;
   beforeAll(async () => {
-    fixture = await createSandboxFixture();
+    fixture = await createSandboxFixture(options);
   });
   afterAll(async () => {
     await fixture?.dispose();

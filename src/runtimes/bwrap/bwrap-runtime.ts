@@ -7,7 +7,7 @@
 // user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, stat, statfs } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -17,14 +17,14 @@ import { readyLine } from '../../sandboxd/protocol.ts';
 import { newToken } from '../../util/ids.ts';
 import { cgroupFixHint, cgroupWrapper, createSandboxCgroup, findCgroupHost, reapCgroups, type CgroupHost, type SandboxCgroup } from '../cgroups.ts';
 import { ensureRootfs } from '../image.ts';
-import { hasEgress, openEgressSocket, sandboxEgressDir, sandboxProxyPort, sandboxProxySocket, type EgressSocket } from '../network/sandbox-egress.ts';
+import { hasEgress, openEgressSocket, sandboxEgressDir, sandboxProxyPort, sandboxProxySocket, type EgressSocket, type NetworkPolicy } from '../network/sandbox-egress.ts';
 import { bwrapCommand, bwrapQuickCheck, compareVersions, findBwrapHost, findExecutable, lookupUser, probeBwrap, runCommand, type BwrapHost } from '../probe.ts';
 import { SandboxdClient } from '../sandboxd-client.ts';
 import { ensureRunDir } from '../run-dir.ts';
 import { reapBwrapOrphans, type OrphanReport } from './reap.ts';
-import { SandboxLog } from '../sandbox-log.ts';
+import { PendingLog, SandboxLog } from '../sandbox-log.ts';
 import { hostSeccompArch, hostSeccompProgram } from '../seccomp.ts';
-import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec } from '../types.ts';
+import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxProfile, SandboxRuntime, SandboxSpec, WarmSandbox } from '../types.ts';
 
 const readyTimeoutMs = 30_000;
 /** A sandbox directory with no live sandbox is reaped once unchanged this long (another server may be creating it). */
@@ -107,9 +107,64 @@ export class BwrapRuntime implements SandboxRuntime {
 
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<BwrapSandbox> {
     signal?.throwIfAborted();
+    const host = await this.#findHost();
+    const workspace = await workspaceDirectory(spec.workspaceDir);
+    await mkdir(spec.logDir, { recursive: true });
+    const logStream = new SandboxLog(spec.logDir, spec.log);
+    const output = { stream: logStream, tail: () => readTail(logStream.path, logStream.startSize), close: () => logStream.close() };
+    try {
+      return await this.#start({ host, jobId: spec.jobId, workspace, limits: spec.limits, network: spec.network, output }, signal);
+    } catch (error) {
+      logStream.end();
+      throw error;
+    }
+  }
+
+  /**
+   * A sandbox for the warm pool: started with the profile's limits and no network over an empty workspace slot (a
+   * small tmpfs, shared with the sandbox's mount namespace), into which attach mounts the job's workspace. Needs a
+   * root server: mounting is what hands the workspace over.
+   */
+  async prepare(profile: SandboxProfile, signal?: AbortSignal): Promise<WarmSandbox<BwrapSandbox>> {
+    signal?.throwIfAborted();
+    const host = await this.#findHost();
+    if (host.sandboxUser === undefined) throw new WorkcellError('runtime_unavailable', "the warm pool of bwrap sandboxes needs a server running as root: it mounts each job's workspace into a running sandbox");
+    const pending = new PendingLog();
+    const output = { stream: pending, tail: async () => pending.text().slice(-4000).trim(), close: async () => void pending.end() };
+    const sandbox = await this.#start({ host, jobId: undefined, workspace: undefined, limits: profile.limits, network: undefined, output }, signal);
+    let taken = false;
+    return {
+      id: sandbox.id,
+      profile,
+      exited: sandbox.exited,
+      destroy: () => sandbox.destroy(),
+      attach: async (spec) => {
+        if (taken) throw new Error(`sandbox ${sandbox.id} was given to a job already`);
+        taken = true;
+        if (hasEgress(spec.network)) throw new Error('a warm sandbox has no network; a job with an allow-list needs a sandbox of its own');
+        if (!sameLimits(spec.limits, profile.limits)) throw new Error("the job's limits are not the warm sandbox's");
+        const workspace = await workspaceDirectory(spec.workspaceDir);
+        const owner = host.sandboxUser!;
+        await chownTree(workspace, owner.uid, owner.gid);
+        await assertReachable(workspace, owner);
+        await bindOnSlot(workspace, sandbox.slot!);
+        await sandbox.client.call('attach', { jupyter_base_url: jupyterBaseUrl(spec.jobId) });
+        await mkdir(spec.logDir, { recursive: true });
+        pending.handOver(new SandboxLog(spec.logDir, spec.log));
+        return { ...sandbox, jobId: spec.jobId, pooled: true, isolation: `${sandbox.isolation}; started ahead in the warm pool` };
+      },
+    };
+  }
+
+  async #findHost(): Promise<BwrapHost> {
     const host = this.#host ?? (await findBwrapHost(this.#config));
     if ('missing' in host) throw new WorkcellError('runtime_unavailable', host.missing);
-    this.#host = host;
+    return (this.#host = host);
+  }
+
+  /** Starts a sandbox over `workspace`, or (undefined) over a fresh workspace slot for the warm pool. */
+  async #start(request: { host: BwrapHost; jobId: string | undefined; workspace: string | undefined; limits: SandboxLimits | undefined; network: NetworkPolicy | undefined; output: LaunchLog }, signal?: AbortSignal): Promise<BwrapSandbox & { slot?: string }> {
+    const { host } = request;
     const rootfs = ensureRootfs(this.#config);
     let bundle: string;
     try {
@@ -125,38 +180,41 @@ export class BwrapRuntime implements SandboxRuntime {
     if (Buffer.byteLength(socketPath) > maxSocketPathBytes) {
       throw new WorkcellError('runtime_unavailable', `WORKCELL_RUN_DIR is too long for a unix socket path (${socketPath}): choose a shorter directory, e.g. /run/workcell`);
     }
-    // The real path: a symlinked workspace is bound (and chowned) as the directory it points to.
-    const workspace = await realpath(spec.workspaceDir).catch(() => resolve(spec.workspaceDir));
-    const workspaceStat = await stat(workspace).catch(() => undefined);
-    if (!workspaceStat?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
-
-    const log = this.#logger?.child({ jobId: spec.jobId, sandboxId });
+    const log = this.#logger?.child({ ...(request.jobId === undefined ? {} : { jobId: request.jobId }), sandboxId });
     if (hostSeccompArch() === undefined) throw new WorkcellError('runtime_unavailable', `the sandbox's seccomp filter has no syscall table for ${process.arch}: bwrap sandboxes run on x86_64 and aarch64 only`);
     await ensureRunDir(this.#config.runDir);
     await mkdir(runDir, { mode: 0o700 });
+    const slot = request.workspace === undefined ? `${runDir}-ws` : undefined;
     let runDirMounted = false;
+    let slotMounted = false;
     let egress: EgressSocket | undefined;
     let cgroup: SandboxCgroup | undefined;
     try {
-      cgroup = spec.limits === undefined ? undefined : await this.#createCgroup(sandboxId, spec.limits);
+      cgroup = request.limits === undefined ? undefined : await this.#createCgroup(sandboxId, request.limits);
+      if (slot !== undefined) {
+        await mountSlot(slot);
+        slotMounted = true;
+      }
+      const workspace = request.workspace ?? slot!;
       if (host.sandboxUser !== undefined) {
         // As root, a tmpfs of its own: the run directory is writable from inside and must not be a way to fill the host's disk.
         await mountRunDir(runDir, owner);
         runDirMounted = true;
         await chown(runDir, owner.uid, owner.gid);
-        await chownTree(workspace, owner.uid, owner.gid);
+        if (slot === undefined) await chownTree(workspace, owner.uid, owner.gid);
         for (const path of [rootfs, bundle, workspace, runDir]) await assertReachable(path, owner);
       }
       // The egress proxy's socket, in a directory of its own that the sandbox gets read-only (not the writable run dir).
-      if (hasEgress(spec.network)) {
-        egress = await openEgressSocket({ dir: `${runDir}-net`, owner: host.sandboxUser === undefined ? undefined : owner, policy: spec.network, logger: log });
+      if (hasEgress(request.network)) {
+        egress = await openEgressSocket({ dir: `${runDir}-net`, owner: host.sandboxUser === undefined ? undefined : owner, policy: request.network, logger: log });
         if (host.sandboxUser !== undefined) await assertReachable(egress.socketPath, owner);
       }
-      await mkdir(spec.logDir, { recursive: true });
-      return await this.#launch({ spec, sandboxId, runDir, runDirMounted, socketPath, workspace, rootfs, bundle, host, hostUid: owner.uid, cgroup, egress, signal, log });
+      const sandbox = await this.#launch({ ...request, sandboxId, runDir, runDirMounted, socketPath, workspace, slot, rootfs, bundle, hostUid: owner.uid, cgroup, egress, signal, log });
+      return slot === undefined ? sandbox : { ...sandbox, slot };
     } catch (error) {
       await egress?.close().catch(() => undefined);
       await releaseRunDir(runDir, runDirMounted).catch(() => undefined);
+      if (slotMounted) await releaseSlot(slot!).catch(() => undefined);
       await cgroup?.remove().catch(() => undefined);
       throw error;
     }
@@ -182,23 +240,26 @@ export class BwrapRuntime implements SandboxRuntime {
   }
 
   async #launch(launch: {
-    spec: SandboxSpec;
+    jobId: string | undefined;
+    limits: SandboxLimits | undefined;
+    network: NetworkPolicy | undefined;
     sandboxId: string;
     runDir: string;
     runDirMounted: boolean;
     socketPath: string;
     workspace: string;
+    slot: string | undefined;
     rootfs: string;
     bundle: string;
     host: BwrapHost;
     hostUid: number;
     cgroup: SandboxCgroup | undefined;
     egress: EgressSocket | undefined;
+    output: LaunchLog;
     signal: AbortSignal | undefined;
     log: Logger | undefined;
   }): Promise<BwrapSandbox> {
-    const { spec, sandboxId, runDir, socketPath, host, hostUid, cgroup, log } = launch;
-    const limits = spec.limits;
+    const { sandboxId, runDir, socketPath, host, hostUid, cgroup, log, limits } = launch;
     // tmpfs sizes (bwrap >= 0.8): /tmp and the home get the job's disk limit; tmpfs pages also count as the cgroup's memory.
     const sized = (bytes: number) => (limits !== undefined && compareVersions(host.version, '0.8.0') >= 0 ? ['--size', String(bytes)] : []);
     const diskBytes = (limits?.diskMb ?? 0) * 1024 * 1024;
@@ -236,11 +297,12 @@ export class BwrapRuntime implements SandboxRuntime {
       // The sandbox id on the command line labels bwrap and sandboxd, so orphans can be found by it (bwrap/reap.ts).
       '--label', sandboxId,
       ...(launch.egress === undefined ? [] : ['--proxy-socket', sandboxProxySocket, '--proxy-port', String(sandboxProxyPort)]),
-      // Jupyter serves its pages under the orchestrator's prefix for the job (api/routes/services.ts).
-      '--jupyter-base-url', `/jobs/${encodeURIComponent(spec.jobId)}/jupyter/`,
+      // Jupyter serves its pages under the orchestrator's prefix for the job (api/routes/services.ts); a warm
+      // sandbox is told it at attach.
+      ...(launch.jobId === undefined ? [] : ['--jupyter-base-url', jupyterBaseUrl(launch.jobId)]),
     ];
     // sandboxd's stderr and, after its ready line, its stdout: through the capped writer, never straight to the file.
-    const logStream = new SandboxLog(spec.logDir, spec.log);
+    const logStream = launch.output.stream;
     // With limits, a host shell joins the cgroup first and then execs setpriv/bwrap (same pid), so nothing of the
     // sandbox ever runs outside it.
     const [wrapperFile, ...wrapperArgs] = cgroup === undefined ? [file, ...prefix] : [...cgroupWrapper(cgroup), file, ...prefix];
@@ -282,8 +344,8 @@ export class BwrapRuntime implements SandboxRuntime {
       await exited;
       // bwrap's own complaint is on stderr: read it to the end before the log is closed.
       await streamEnded(child.stderr, destroyGraceMs);
-      await logStream.close();
-      const tail = await readTail(logStream.path, logStream.startSize);
+      await launch.output.close();
+      const tail = await launch.output.tail();
       if (launch.signal?.aborted) throw launch.signal.reason instanceof Error ? launch.signal.reason : new Error('aborted');
       throw new WorkcellError('sandbox_failed', `the sandbox did not start: ${errorMessage(error)}${tail === '' ? '' : `\n--- sandbox.log ---\n${tail}`}`, { cause: error });
     }
@@ -324,6 +386,7 @@ export class BwrapRuntime implements SandboxRuntime {
         logStream.end();
         await cgroup?.remove().catch((error: unknown) => log?.error({ err: error }, 'removing the sandbox cgroup failed'));
         await releaseRunDir(runDir, launch.runDirMounted);
+        if (launch.slot !== undefined) await releaseSlot(launch.slot);
         log?.debug('sandbox destroyed');
       })());
 
@@ -347,11 +410,11 @@ export class BwrapRuntime implements SandboxRuntime {
 
     return {
       id: sandboxId,
-      jobId: spec.jobId,
+      jobId: launch.jobId ?? '',
       runtime: this.name,
       isolation:
         `bwrap ${host.version}: user/pid/net/mount/ipc/uts/cgroup namespaces, read-only rootfs, uid 1000 (host uid ${hostUid}), ` +
-        `no capabilities, no new privileges, seccomp filter, ${networkText(launch.egress, spec)}; ${limitsText}`,
+        `no capabilities, no new privileges, seccomp filter, ${networkText(launch.egress, launch.network)}; ${limitsText}`,
       client,
       exited,
       destroy,
@@ -596,8 +659,70 @@ async function assertReachable(path: string, user: { uid: number; gid: number })
   }
 }
 
-function networkText(egress: EgressSocket | undefined, spec: SandboxSpec): string {
+function networkText(egress: EgressSocket | undefined, network: NetworkPolicy | undefined): string {
   if (egress === undefined) return 'no network';
-  const count = spec.network?.allow.length ?? 0;
+  const count = network?.allow.length ?? 0;
   return `network only to ${count} allow-listed destination${count === 1 ? '' : 's'} through the host's egress proxy`;
+}
+
+/** What a sandbox prints goes to `stream`; `tail` reads the end of it for an error message. */
+interface LaunchLog {
+  stream: Writable;
+  tail(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** The prefix Jupyter is served under for a job: the orchestrator's (api/routes/services.ts). */
+function jupyterBaseUrl(jobId: string): string {
+  return `/jobs/${encodeURIComponent(jobId)}/jupyter/`;
+}
+
+function sameLimits(a: SandboxLimits | undefined, b: SandboxLimits): boolean {
+  return a !== undefined && a.cpus === b.cpus && a.memoryMb === b.memoryMb && a.pids === b.pids && a.diskMb === b.diskMb;
+}
+
+/** The real path of a job's workspace (a symlinked one is bound, and chowned, as the directory it points to). */
+async function workspaceDirectory(path: string): Promise<string> {
+  const workspace = await realpath(path).catch(() => resolve(path));
+  const info = await stat(workspace).catch(() => undefined);
+  if (!info?.isDirectory()) throw new WorkcellError('sandbox_failed', `the workspace ${workspace} is not a directory`);
+  return workspace;
+}
+
+/**
+ * A warm sandbox's workspace slot: an empty, root-owned 4 KB tmpfs with shared propagation. The sandbox's mount
+ * namespace (made after this) receives, as a slave, whatever is mounted on it later, so attach's bind of the job's
+ * workspace appears at /workspace inside, locked there (the sandbox cannot unmount it to see beneath).
+ */
+async function mountSlot(slot: string): Promise<void> {
+  await mkdir(slot, { mode: 0o755 });
+  await mountCommand(['-t', 'tmpfs', '-o', 'size=4k,nr_inodes=16,mode=0755,nosuid,nodev,noexec', 'workcell-slot', slot], 'cannot mount the warm sandbox\'s workspace slot');
+  await mountCommand(['--make-shared', slot], 'cannot share the warm sandbox\'s workspace slot');
+}
+
+/** Mounts a job's workspace on a warm sandbox's slot: it appears at the sandbox's /workspace. */
+async function bindOnSlot(workspace: string, slot: string): Promise<void> {
+  await mountCommand(['--bind', workspace, slot], "cannot mount the job's workspace into the warm sandbox");
+}
+
+/** Unmounts everything on a slot (the job's workspace, then the slot's tmpfs) and removes it. */
+async function releaseSlot(slot: string): Promise<void> {
+  const umount = findExecutable('umount');
+  if (umount === undefined) throw new WorkcellError('runtime_unavailable', 'umount not found (apt-get install mount)');
+  for (let mounted = 0; mounted < 2; mounted++) {
+    const result = await runCommand(umount, [slot], { timeoutMs: 10_000 });
+    if (!result.ok && /not mounted|no mount point/i.test(result.stderr)) break;
+    if (!result.ok) await runCommand(umount, ['-l', slot], { timeoutMs: 10_000 });
+  }
+  // rmdir, never rm -r: were a workspace still mounted here, its files must not be deleted.
+  await rmdir(slot).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
+}
+
+async function mountCommand(args: string[], what: string): Promise<void> {
+  const mount = findExecutable('mount');
+  if (mount === undefined) throw new WorkcellError('runtime_unavailable', 'mount not found (apt-get install mount)');
+  const result = await runCommand(mount, args, { timeoutMs: 10_000 });
+  if (!result.ok) throw new WorkcellError('sandbox_failed', `${what}: ${result.stderr.trim() || `exit ${result.code}`}`);
 }

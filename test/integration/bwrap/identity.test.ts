@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { useSandbox } from '../../helpers/sandbox.ts';
 
-describe('bwrap sandbox identity', () => {
-  const fixture = useSandbox();
+// Cold, and started ahead as the warm pool does (runtimes/pool/): nothing of the handover may open a way out.
+describe.each([{ pooled: false }, { pooled: true }])('bwrap sandbox identity (pooled: $pooled)', ({ pooled }) => {
+  const fixture = useSandbox({ pooled });
 
   it('runs as uid and gid 1000', async () => {
     const { sh } = fixture();

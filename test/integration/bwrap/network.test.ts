@@ -4,8 +4,9 @@ import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useSandbox } from '../../helpers/sandbox.ts';
 
-describe('bwrap sandbox network', () => {
-  const fixture = useSandbox();
+// Cold, and started ahead as the warm pool does (runtimes/pool/): nothing of the handover may open a way out.
+describe.each([{ pooled: false }, { pooled: true }])('bwrap sandbox network (pooled: $pooled)', ({ pooled }) => {
+  const fixture = useSandbox({ pooled });
   let server: Server;
   let port = 0;
   let connections = 0;

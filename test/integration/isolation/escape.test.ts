@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useSandbox, withSandbox } from '../../helpers/sandbox.ts';
 
-describe('escapes from a real sandbox', () => {
-  const fixture = useSandbox();
+// Cold, and started ahead as the warm pool does (runtimes/pool/): nothing of the handover may open a way out.
+describe.each([{ pooled: false }, { pooled: true }])('escapes from a real sandbox (pooled: $pooled)', ({ pooled }) => {
+  const fixture = useSandbox({ pooled });
   let hostDir: string;
   const secret = `host-secret-${process.pid}-${Date.now()}`;
 
