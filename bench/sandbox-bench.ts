@@ -83,8 +83,7 @@ export async function benchSandboxCreate(options: SandboxBenchOptions): Promise<
   const attachAndDestroy = async (root: string, index: number): Promise<number> => {
     const { cpus, memoryMb, pids, diskMb } = options.config;
     const limits = { cpus, memoryMb, pids, diskMb };
-    const spec = { ...(await sandboxSpec(root, index)), jobId: `bench_pooled_${index}`, workspaceDir: join(root, `pooled-${index}`), logDir: join(root, `pooled-logs-${index}`), limits };
-    await mkdir(spec.workspaceDir);
+    const spec = { ...(await sandboxSpec(root, -1 - index)), limits };
     const warm = await runtime.prepare({ limits }, signal);
     let sandbox: Sandbox | undefined;
     try {

@@ -4,6 +4,7 @@
 // one. Built once per process and output directory; written atomically, and only when absent.
 import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
@@ -32,6 +33,24 @@ const nativeModulesPlugin: Plugin = {
       contents: `module.exports = require('node:module').createRequire(${JSON.stringify(`${sandboxNativeModulesDir}/`)})(${JSON.stringify(args.path)});`,
       loader: 'js',
     }));
+  },
+};
+
+/**
+ * Node's built-in modules through require(), not ESM imports: an ESM import of a built-in evaluates every export of it
+ * at once (node:http's include undici's fetch and WebSocket), which was a fifth of sandboxd's start-up. A require()d
+ * module's lazy exports stay lazy.
+ */
+const builtinsPlugin: Plugin = {
+  name: 'workcell-builtins',
+  setup(pluginBuild) {
+    const names = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]));
+    pluginBuild.onResolve({ filter: /^[a-z_:/0-9]+$/ }, (args) => {
+      if (!names.has(args.path)) return undefined;
+      // The stand-in's own require() is Node's.
+      return args.namespace === 'workcell-builtin' ? { path: args.path, external: true } : { path: args.path, namespace: 'workcell-builtin' };
+    });
+    pluginBuild.onLoad({ filter: /.*/, namespace: 'workcell-builtin' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
 
@@ -72,7 +91,7 @@ async function buildInto(entry: string, name: string, outDir: string): Promise<s
     write: false,
     logLevel: 'silent',
     banner: { js: banner },
-    plugins: [nativeModulesPlugin],
+    plugins: [nativeModulesPlugin, builtinsPlugin],
   });
   const file = output.outputFiles[0];
   if (file === undefined) throw new Error(`esbuild produced no output for ${entry}`);
