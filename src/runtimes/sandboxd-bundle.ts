@@ -54,6 +54,20 @@ const builtinsPlugin: Plugin = {
   },
 };
 
+/**
+ * zod's messages in English only: zod's index bundles every language's (a third of sandboxd's bundle, parsed at each
+ * start); sandboxd's errors are in English and never ask for another.
+ */
+const zodEnglishOnlyPlugin: Plugin = {
+  name: 'workcell-zod-english',
+  setup(pluginBuild) {
+    pluginBuild.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[/\\]zod[/\\]v4[/\\]classic[/\\]/.test(args.importer) ? { path: join(args.resolveDir, '../locales'), namespace: 'workcell-zod' } : undefined,
+    );
+    pluginBuild.onLoad({ filter: /.*/, namespace: 'workcell-zod' }, (args) => ({ contents: "export { default as en } from './en.js';", resolveDir: args.path, loader: 'js' }));
+  },
+};
+
 const builds = new Map<string, Promise<string>>();
 
 /** Builds the sandboxd bundle into `outDir` (unless it is there already) and returns the bundle's path. */
@@ -86,12 +100,14 @@ async function buildInto(entry: string, name: string, outDir: string): Promise<s
     platform: 'node',
     format: 'esm',
     target: 'node24',
-    minify: false,
     sourcemap: false,
     write: false,
     logLevel: 'silent',
     banner: { js: banner },
-    plugins: [nativeModulesPlugin, builtinsPlugin],
+    plugins: [nativeModulesPlugin, builtinsPlugin, zodEnglishOnlyPlugin],
+    // Less to parse at every start; names are kept, for stack traces in sandbox.log.
+    minifyWhitespace: true,
+    minifySyntax: true,
   });
   const file = output.outputFiles[0];
   if (file === undefined) throw new Error(`esbuild produced no output for ${entry}`);
