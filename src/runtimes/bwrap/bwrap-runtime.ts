@@ -7,7 +7,7 @@
 // user (as root, bwrap's --uid 1000 would still be host uid 0), and everything the sandbox writes is that user's.
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, readlink, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
+import { chown, lchown, lstat, mkdir, open, readdir, readFile, readlink, realpath, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -145,11 +145,17 @@ export class BwrapRuntime implements SandboxRuntime {
         if (!sameLimits(spec.limits, profile.limits)) throw new Error("the job's limits are not the warm sandbox's");
         const workspace = await workspaceDirectory(spec.workspaceDir);
         const owner = host.sandboxUser!;
-        await chownTree(workspace, owner.uid, owner.gid);
-        await assertReachable(workspace, owner);
-        await bindOnSlot(workspace, sandbox.slot!);
-        await sandbox.client.call('attach', { jupyter_base_url: jupyterBaseUrl(spec.jobId) });
-        await mkdir(spec.logDir, { recursive: true });
+        await settled([
+          (async () => {
+            await chownTree(workspace, owner.uid, owner.gid);
+            await assertReachable(workspace, owner);
+          })(),
+          (async () => {
+            await bindOnSlot(workspace, sandbox.slot!);
+            await sandbox.client.call('attach', { jupyter_base_url: jupyterBaseUrl(spec.jobId) });
+          })(),
+          mkdir(spec.logDir, { recursive: true }),
+        ]);
         pending.handOver(new SandboxLog(spec.logDir, spec.log));
         return { ...sandbox, jobId: spec.jobId, pooled: true, isolation: `${sandbox.isolation}; started ahead in the warm pool` };
       },
@@ -190,20 +196,33 @@ export class BwrapRuntime implements SandboxRuntime {
     let egress: EgressSocket | undefined;
     let cgroup: SandboxCgroup | undefined;
     try {
-      cgroup = request.limits === undefined ? undefined : await this.#createCgroup(sandboxId, request.limits);
-      if (slot !== undefined) {
-        await mountSlot(slot);
-        slotMounted = true;
-      }
       const workspace = request.workspace ?? slot!;
-      if (host.sandboxUser !== undefined) {
-        // As root, a tmpfs of its own: the run directory is writable from inside and must not be a way to fill the host's disk.
-        await mountRunDir(runDir, owner);
-        runDirMounted = true;
-        await chown(runDir, owner.uid, owner.gid);
-        if (slot === undefined) await chownTree(workspace, owner.uid, owner.gid);
-        for (const path of [rootfs, bundle, workspace, runDir]) await assertReachable(path, owner);
-      }
+      // What does not depend on the rest runs at once (each is a command or a few syscalls; a start waits for all).
+      await settled([
+        (async () => {
+          cgroup = request.limits === undefined ? undefined : await this.#createCgroup(sandboxId, request.limits);
+        })(),
+        ...(slot === undefined
+          ? []
+          : [
+              (async () => {
+                await mountSlot(slot);
+                slotMounted = true;
+              })(),
+            ]),
+        ...(host.sandboxUser === undefined
+          ? []
+          : [
+              (async () => {
+                // As root, a tmpfs of its own: the run directory is writable from inside and must not be a way to fill the host's disk.
+                await mountRunDir(runDir, owner);
+                runDirMounted = true;
+                await chown(runDir, owner.uid, owner.gid);
+              })(),
+              ...(slot === undefined ? [chownTree(workspace, owner.uid, owner.gid)] : []),
+            ]),
+      ]);
+      if (host.sandboxUser !== undefined) for (const path of [rootfs, bundle, workspace, runDir]) await assertReachable(path, owner);
       // The egress proxy's socket, in a directory of its own that the sandbox gets read-only (not the writable run dir).
       if (hasEgress(request.network)) {
         egress = await openEgressSocket({ dir: `${runDir}-net`, owner: host.sandboxUser === undefined ? undefined : owner, policy: request.network, logger: log });
@@ -638,10 +657,30 @@ async function drainPidNamespace(namespace: string): Promise<void> {
  * agent's to change. chown -R never follows symlinks, so a link planted in the workspace cannot redirect it.
  */
 async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  // A small tree (a new job's workspace, a few uploads) in this process: spawning chown was most of a warm handover.
+  if (await chownSmallTree(path, uid, gid, 500)) return;
   const chownCommand = findExecutable('chown');
   if (chownCommand === undefined) throw new WorkcellError('runtime_unavailable', 'chown not found on PATH');
   const result = await runCommand(chownCommand, ['-R', '--no-dereference', `${uid}:${gid}`, '--', path], { timeoutMs: 120_000 });
   if (!result.ok) throw new WorkcellError('sandbox_failed', `cannot give the workspace to the sandbox user: ${result.stderr.trim()}`);
+}
+
+/**
+ * chown -R for a tree of at most `budget` entries, with lchown (a symlink is changed, never followed) and descending
+ * only into real directories. Returns false, having changed nothing or part of it, when the tree is larger.
+ */
+async function chownSmallTree(root: string, uid: number, gid: number, budget: number): Promise<boolean> {
+  const paths = [root];
+  for (let index = 0; index < paths.length; index++) {
+    const dir = paths[index]!;
+    if (dir !== root && !(await lstat(dir)).isDirectory()) continue;
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      if (paths.length >= budget) return false;
+      paths.push(join(dir, entry.name));
+    }
+  }
+  await Promise.all(paths.map((path) => lchown(path, uid, gid)));
+  return true;
 }
 
 /** The sandbox user must be able to reach (search every parent of) a path that bwrap binds in. */
@@ -725,4 +764,10 @@ async function mountCommand(args: string[], what: string): Promise<void> {
   if (mount === undefined) throw new WorkcellError('runtime_unavailable', 'mount not found (apt-get install mount)');
   const result = await runCommand(mount, args, { timeoutMs: 10_000 });
   if (!result.ok) throw new WorkcellError('sandbox_failed', `${what}: ${result.stderr.trim() || `exit ${result.code}`}`);
+}
+
+/** Waits for all of `steps`, then throws the first failure: the caller's clean-up must not run while one still works. */
+async function settled(steps: Array<Promise<unknown>>): Promise<void> {
+  const failed = (await Promise.allSettled(steps)).find((result) => result.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
 }

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -200,4 +200,31 @@ describe.runIf(process.getuid?.() === 0)("reaping a dead server's warm sandbox",
       await warm.destroy();
     }
   });
+});
+
+describe.runIf(process.getuid?.() === 0)("giving a job's workspace to the sandbox user, cold and warm", () => {
+  for (const pooled of [false, true]) {
+    for (const entries of [3, 700]) {
+      it(`chowns every entry of a ${entries}-entry tree and follows no symlink (pooled: ${pooled})`, async () => {
+        const hostFile = join(root, `host-owned-${pooled}-${entries}`);
+        await writeFile(hostFile, 'host');
+        const spec = await jobSpec(`chown-${pooled}-${entries}`);
+        const nested = join(spec.workspaceDir, 'a', 'b');
+        await mkdir(nested, { recursive: true });
+        for (let index = 0; index < entries; index++) await writeFile(join(nested, `f${index}`), '');
+        await symlink(hostFile, join(spec.workspaceDir, 'link'));
+        const runtime = testRuntime(config);
+        const sandbox = pooled ? await (await runtime.prepare({ limits })).attach(spec) : await runtime.create(spec);
+        try {
+          for (const path of [spec.workspaceDir, nested, join(nested, `f${entries - 1}`), join(spec.workspaceDir, 'link')]) {
+            expect((await lstat(path)).uid, path).toBe(sandbox.hostUid);
+          }
+          expect((await stat(hostFile)).uid).toBe(0);
+          expect((await sandbox.client.call('shellExec', { command: `touch a/b/f0 && echo ok` })).output).toBe('ok\n');
+        } finally {
+          await sandbox.destroy();
+        }
+      });
+    }
+  }
 });
