@@ -29,7 +29,7 @@ const languages: CodeLanguage[] = ['python', 'typescript', 'javascript'];
 
 export async function benchRunCode(options: CodeBenchOptions): Promise<Result[]> {
   const { runtime, signal, progress } = options;
-  const group = 'run_code through sandboxd into a Jupyter kernel';
+  const group = '5. run_code through sandboxd into a Jupyter kernel';
   const root = await mkdtemp(join(tmpdir(), 'workcell-bench-code-'));
   const first = new Map<CodeLanguage, number[]>(languages.map((language) => [language, []]));
   const warm = new Map<CodeLanguage, number[]>(languages.map((language) => [language, []]));

@@ -78,7 +78,8 @@ export function markdownReport(report: Report): string {
     const rate = result.requestsPerSecond === undefined ? '' : formatNumber(result.requestsPerSecond);
     const errors = result.errors ? ` (${result.errors} errors)` : '';
     const name = result.baseline ? `&nbsp;&nbsp;${result.name}` : result.name;
-    lines.push(`| ${name}${errors} | ${n} | ${[median, p95, p99, min, max].map(formatNumber).join(' | ')} | ${rate} |`);
+    const unit = result.unit === undefined ? '' : ` ${result.unit}`;
+    lines.push(`| ${name}${errors} | ${n} | ${[median, p95, p99, min, max].map((value) => `${formatNumber(value)}${unit}`).join(' | ')} | ${rate} |`);
   }
   return `${lines.join('\n')}\n`;
 }

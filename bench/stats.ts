@@ -33,6 +33,8 @@ export interface Result {
   /** A row measured in the same run to compare the measured thing against (same machine, same moment). */
   baseline: boolean;
   latencyMs: Summary;
+  /** What latencyMs's numbers are when they are not milliseconds (the density rows: MiB per sandbox). */
+  unit?: 'MiB';
   requestsPerSecond?: number;
   /** Requests that failed or answered non-2xx (HTTP load rows); they are not in latencyMs. */
   errors?: number;
