@@ -174,6 +174,11 @@ export const rawFileDeleteResponse = z.object({ path: z.string(), type: rawEntry
  * mounted at its workspace root, that the job has it: sandboxd enters the new workspace and takes the job's Jupyter
  * prefix (Jupyter has not started: nothing runs before the job does).
  */
+/** The prefix Jupyter is served under for a job: the orchestrator's (api/routes/services.ts). */
+export function jupyterBaseUrl(jobId: string): string {
+  return `/jobs/${encodeURIComponent(jobId)}/jupyter/`;
+}
+
 export const attachRequest = z.object({ jupyter_base_url: z.string().regex(/^\/[^\s?#]*$/).optional() });
 export const attachResponse = z.object({ attached: z.literal(true) });
 

@@ -1,5 +1,6 @@
 // A real sandbox for integration tests (bwrap unless another runtime is given): the real rootfs and sandboxd, on a
 // fresh temporary workspace, always destroyed (withSandbox's finally, or useSandbox's afterAll) so no test leaves a sandbox running.
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -143,6 +144,11 @@ export function useSandbox(options?: SandboxFixtureOptions): () => SandboxFixtur
     if (fixture === undefined) throw new Error('the sandbox fixture is not set up (useSandbox() must be called at the top of a describe block or file)');
     return fixture;
   };
+}
+
+/** Mount points of a bwrap sandbox on the host (its run directory, a warm one's workspace slot): none may outlive it. */
+export function sandboxMounts(runDir: string, sandboxId: string): number {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => line.split(' ')[4]?.startsWith(join(runDir, sandboxId))).length;
 }
 
 /** Host pids of the sandbox's live processes (its pid namespace); empty once it is fully gone. */

@@ -13,7 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.ts';
 import { WorkcellError, errorMessage } from '../../errors.ts';
-import { readyLine } from '../../sandboxd/protocol.ts';
+import { jupyterBaseUrl, readyLine } from '../../sandboxd/protocol.ts';
 import { newToken } from '../../util/ids.ts';
 import { cgroupFixHint, cgroupWrapper, createSandboxCgroup, findCgroupHost, reapCgroups, type CgroupHost, type SandboxCgroup } from '../cgroups.ts';
 import { ensureRootfs } from '../image.ts';
@@ -23,6 +23,7 @@ import { SandboxdClient } from '../sandboxd-client.ts';
 import { ensureRunDir } from '../run-dir.ts';
 import { reapBwrapOrphans, type OrphanReport } from './reap.ts';
 import { PendingLog, SandboxLog } from '../sandbox-log.ts';
+import { profileMismatch } from '../sandbox-profile.ts';
 import { hostSeccompArch, hostSeccompProgram } from '../seccomp.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxProfile, SandboxRuntime, SandboxSpec, WarmSandbox } from '../types.ts';
 
@@ -141,8 +142,8 @@ export class BwrapRuntime implements SandboxRuntime {
       attach: async (spec) => {
         if (taken) throw new Error(`sandbox ${sandbox.id} was given to a job already`);
         taken = true;
-        if (hasEgress(spec.network)) throw new Error('a warm sandbox has no network; a job with an allow-list needs a sandbox of its own');
-        if (!sameLimits(spec.limits, profile.limits)) throw new Error("the job's limits are not the warm sandbox's");
+        const mismatch = profileMismatch(spec, profile);
+        if (mismatch !== undefined) throw new Error(mismatch);
         const workspace = await workspaceDirectory(spec.workspaceDir);
         const owner = host.sandboxUser!;
         await settled([
@@ -586,11 +587,8 @@ async function stopAgentProcesses(cgroup: SandboxCgroup, keep: Array<number | un
 
 /** Mounts a small tmpfs, owned by the sandbox user, on the run directory. */
 async function mountRunDir(runDir: string, owner: { uid: number; gid: number }): Promise<void> {
-  const mount = findExecutable('mount');
-  if (mount === undefined) throw new WorkcellError('runtime_unavailable', 'mount not found (apt-get install mount)');
   const options = `size=${runDirTmpfsSize},nr_inodes=4096,mode=0700,uid=${owner.uid},gid=${owner.gid},nosuid,nodev,noexec`;
-  const result = await runCommand(mount, ['-t', 'tmpfs', '-o', options, 'workcell-run', runDir], { timeoutMs: 10_000 });
-  if (!result.ok) throw new WorkcellError('sandbox_failed', `cannot mount a tmpfs on the sandbox's run directory: ${result.stderr.trim()}`);
+  await mountCommand(['-t', 'tmpfs', '-o', options, 'workcell-run', runDir], "cannot mount a tmpfs on the sandbox's run directory");
 }
 
 /** Unmounts (if mounted) and removes the run directory. */
@@ -709,15 +707,6 @@ interface LaunchLog {
   stream: Writable;
   tail(): Promise<string>;
   close(): Promise<void>;
-}
-
-/** The prefix Jupyter is served under for a job: the orchestrator's (api/routes/services.ts). */
-function jupyterBaseUrl(jobId: string): string {
-  return `/jobs/${encodeURIComponent(jobId)}/jupyter/`;
-}
-
-function sameLimits(a: SandboxLimits | undefined, b: SandboxLimits): boolean {
-  return a !== undefined && a.cpus === b.cpus && a.memoryMb === b.memoryMb && a.pids === b.pids && a.diskMb === b.diskMb;
 }
 
 /** The real path of a job's workspace (a symlinked one is bound, and chowned, as the directory it points to). */

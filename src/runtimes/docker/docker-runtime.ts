@@ -30,6 +30,7 @@ import { hostSeccompProgram } from '../seccomp.ts';
 import { seccompLauncher } from '../seccomp-launcher.ts';
 import { openHostEnd, type HostEnd } from '../stream-mux/host-end.ts';
 import type { LimitCounters, RuntimeProbe, Sandbox, SandboxLimits, SandboxRuntime, SandboxSpec, SandboxUsage } from '../types.ts';
+import { jupyterBaseUrl } from '../../sandboxd/protocol.ts';
 import { ensureSandboxImage, importedImageTag } from './docker-image.ts';
 
 const readyTimeoutMs = 60_000;
@@ -230,7 +231,7 @@ export class DockerRuntime implements SandboxRuntime {
     const sandboxd = [
       '/usr/local/bin/node', '/run/workcell-bin/sandboxd.mjs', '--socket', sandboxdSocket, '--workspace', '/workspace', '--label', sandboxId,
       ...(egress === undefined ? [] : ['--proxy-socket', proxySocket, '--proxy-port', String(sandboxProxyPort)]),
-      '--jupyter-base-url', `/jobs/${encodeURIComponent(spec.jobId)}/jupyter/`,
+      '--jupyter-base-url', jupyterBaseUrl(spec.jobId),
       // openbox never finishes starting under gVisor's 2022 runsc: the desktop runs without a window manager there.
       ...(this.name === 'gvisor' ? ['--no-window-manager'] : []),
     ];

@@ -7,8 +7,8 @@
 // backs off while starting fails, replaces any that die while idle, and is drained on close.
 import type { Logger } from 'pino';
 import { errorMessage } from '../../errors.ts';
-import { hasEgress } from '../network/sandbox-egress.ts';
 import type { RegisteredRuntime } from '../index.ts';
+import { profileMismatch } from '../sandbox-profile.ts';
 import type { Sandbox, SandboxProfile, SandboxSpec, WarmSandbox } from '../types.ts';
 
 export interface WarmPoolOptions {
@@ -85,7 +85,7 @@ export class WarmPool implements RegisteredRuntime {
   }
 
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox> {
-    const warm = this.#fits(spec) ? this.#ready.shift() : undefined;
+    const warm = profileMismatch(spec, this.#profile) === undefined ? this.#ready.shift() : undefined;
     if (warm !== undefined) {
       this.#fill();
       try {
@@ -110,18 +110,6 @@ export class WarmPool implements RegisteredRuntime {
     clearTimeout(this.#retryTimer);
     await this.#filling?.catch(() => undefined);
     await Promise.all(this.#ready.splice(0).map((warm) => warm.destroy().catch(() => undefined)));
-  }
-
-  #fits(spec: SandboxSpec): boolean {
-    const { limits } = this.#profile;
-    return (
-      !hasEgress(spec.network) &&
-      spec.limits !== undefined &&
-      spec.limits.cpus === limits.cpus &&
-      spec.limits.memoryMb === limits.memoryMb &&
-      spec.limits.pids === limits.pids &&
-      spec.limits.diskMb === limits.diskMb
-    );
   }
 
   /** Starts sandboxes, one at a time, until the pool is full; one run at a time. */

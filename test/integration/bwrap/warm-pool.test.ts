@@ -4,7 +4,6 @@
 // suites (bwrap/*.test.ts, isolation/escape.test.ts, isolation/seccomp.test.ts) run against pooled sandboxes too.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,13 +13,12 @@ import type { BwrapSandbox } from '../../../src/runtimes/bwrap/bwrap-runtime.ts'
 import { parseAllowList } from '../../../src/runtimes/network/allow-list.ts';
 import { WarmPool } from '../../../src/runtimes/pool/warm-pool.ts';
 import type { SandboxLimits, SandboxSpec } from '../../../src/runtimes/types.ts';
-import { sandboxProcesses, testRuntime, waitUntil, withSandbox } from '../../helpers/sandbox.ts';
+import { sandboxMounts, sandboxProcesses, testRuntime, waitUntil, withSandbox } from '../../helpers/sandbox.ts';
 
 const config = loadConfig();
 const limits: SandboxLimits = { cpus: config.cpus, memoryMb: config.memoryMb, pids: config.pids, diskMb: config.diskMb };
 const exists = (path: string) => stat(path).then(() => true, () => false);
-/** Mount points of a sandbox (its run directory, its slot): none may outlive it. */
-const mountsOf = (sandboxId: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => line.split(' ')[4]?.startsWith(join(config.runDir, sandboxId))).length;
+const mountsOf = (sandboxId: string) => sandboxMounts(config.runDir, sandboxId);
 /** The host pid of a sandbox's bwrap (its command line carries the sandbox's label). */
 const bwrapOf = (sandboxId: string) => Number(execFileSync('pgrep', ['-of', `bwrap .*--label ${sandboxId}`], { encoding: 'utf8' }).trim());
 

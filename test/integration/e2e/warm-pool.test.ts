@@ -1,19 +1,15 @@
 // Jobs on a worker with a warm pool, over real HTTP with real bwrap sandboxes: jobs with the default limits get
 // sandboxes started ahead (their detail and sandbox-ready event say so), a job with other limits gets one of its own,
 // each job sees only its own workspace, and the pool leaves nothing mounted when the server stops.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { collectEvents, downloadZip, get, post, startTestApp, type TestApp } from '../../helpers/app.ts';
-import { waitUntil } from '../../helpers/sandbox.ts';
+import { sandboxMounts, waitUntil } from '../../helpers/sandbox.ts';
 
 let app: TestApp | undefined;
 afterEach(async () => {
   await app?.close();
   app = undefined;
 });
-
-const mountsOf = (runDir: string, sandboxId: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => line.split(' ')[4]?.startsWith(join(runDir, sandboxId))).length;
 
 describe.runIf(process.getuid?.() === 0)('jobs on a worker with a warm pool', () => {
   it('run in sandboxes started ahead when their limits are the defaults, and in their own otherwise', async () => {
@@ -50,6 +46,6 @@ describe.runIf(process.getuid?.() === 0)('jobs on a worker with a warm pool', ()
     const waiting = pool.readyIds;
     await app.close();
     app = undefined;
-    for (const id of [...sandboxes, ...waiting]) expect(mountsOf(runDir, id), id).toBe(0);
+    for (const id of [...sandboxes, ...waiting]) expect(sandboxMounts(runDir, id), id).toBe(0);
   });
 });
